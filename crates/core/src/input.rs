@@ -1,0 +1,343 @@
+//! Streaming input: Parquet files read a few rows at a time, validated, with
+//! rejected rows quarantined. Memory stays bounded whatever the file size.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
+
+use crate::validate::{
+    BatchVerdict, ColumnLayout, IdRegistry, RejectReason, SchemaError, ValidationConfig,
+    validate_batch,
+};
+
+/// Rows decoded per step: at most 64 × 30,720 steps × 8 bytes ≈ 16 MB of
+/// values in flight, whatever the file's row-group size.
+pub const READ_BATCH_ROWS: usize = 64;
+
+/// Why a file cannot be used at all. The message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The path does not exist or cannot be listed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not readable Parquet (truncated, empty, not Parquet).
+    #[error("{path}: not a readable Parquet file: {source}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: parquet::errors::ParquetError,
+    },
+    /// The file's columns break the contract.
+    #[error("{path}: {source}")]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: SchemaError,
+    },
+    /// Writing the quarantine file failed.
+    #[error("{path}: cannot write quarantine file: {source}")]
+    Quarantine {
+        /// The quarantine file.
+        path: PathBuf,
+        /// The cause.
+        source: parquet::errors::ParquetError,
+    },
+}
+
+impl InputError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            InputError::Io { path, .. }
+            | InputError::Parquet { path, .. }
+            | InputError::Schema { path, .. }
+            | InputError::Quarantine { path, .. } => path,
+        }
+    }
+}
+
+/// Expands files and directories into the sorted list of Parquet files
+/// (`*.parquet`, recursively for directories). Named files are kept whatever
+/// their extension.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| InputError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        if meta.is_dir() {
+            walk(p, &mut out)?;
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let io = |e| InputError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    entries.sort();
+    for e in entries {
+        if e.is_dir() {
+            walk(&e, out)?;
+        } else if e.extension().is_some_and(|x| x == "parquet") {
+            out.push(e);
+        }
+    }
+    Ok(())
+}
+
+/// Number of row groups of a Parquet file (the unit of work producers share).
+pub fn row_group_count(path: &Path) -> Result<usize, InputError> {
+    let file = File::open(path).map_err(|e| InputError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| InputError::Parquet {
+            path: path.into(),
+            source: e,
+        })?;
+    Ok(builder.metadata().num_row_groups())
+}
+
+/// One validated step of a file: the verdict and where its rows sit.
+#[derive(Debug)]
+pub struct ValidatedChunk {
+    /// Row index in the file of the chunk's first row.
+    pub first_row: u64,
+    /// Valid rows and rejections (indices relative to `first_row`).
+    pub verdict: BatchVerdict,
+}
+
+/// Reads one Parquet file (or some of its row groups), validating as it goes
+/// and writing rejected rows to the quarantine file when one is configured.
+pub struct ValidatingReader {
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+    layout: ColumnLayout,
+    cfg: ValidationConfig,
+    next_row: u64,
+    quarantine: Option<Quarantine>,
+}
+
+impl std::fmt::Debug for ValidatingReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatingReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ValidatingReader {
+    /// Opens `path`; `row_groups` restricts reading to those groups (row
+    /// numbers then count from the first selected group's first row).
+    pub fn open(
+        path: &Path,
+        cfg: ValidationConfig,
+        row_groups: Option<Vec<usize>>,
+        quarantine_dir: Option<&Path>,
+    ) -> Result<Self, InputError> {
+        let file = File::open(path).map_err(|e| InputError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let pq = |e| InputError::Parquet {
+            path: path.into(),
+            source: e,
+        };
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+        let layout =
+            ColumnLayout::from_schema(builder.schema()).map_err(|e| InputError::Schema {
+                path: path.into(),
+                source: e,
+            })?;
+        let mut next_row = 0;
+        if let Some(groups) = row_groups {
+            let md = builder.metadata();
+            if let Some(&first) = groups.first() {
+                next_row = (0..first.min(md.num_row_groups()))
+                    .map(|g| md.row_group(g).num_rows() as u64)
+                    .sum();
+            }
+            builder = builder.with_row_groups(groups);
+        }
+        let schema = builder.schema().clone();
+        let reader = builder
+            .with_batch_size(READ_BATCH_ROWS)
+            .build()
+            .map_err(pq)?;
+        let quarantine = quarantine_dir.map(|d| Quarantine::new(d, path, schema));
+        Ok(Self {
+            path: path.into(),
+            reader,
+            layout,
+            cfg,
+            next_row,
+            quarantine,
+        })
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Validates the next chunk of rows; `None` at the end of the file.
+    pub fn next_chunk(
+        &mut self,
+        ids: &mut IdRegistry,
+    ) -> Result<Option<ValidatedChunk>, InputError> {
+        let Some(batch) = self.reader.next() else {
+            if let Some(q) = &mut self.quarantine {
+                q.finish()?;
+            }
+            return Ok(None);
+        };
+        let batch = batch.map_err(|e| InputError::Parquet {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
+        let first_row = self.next_row;
+        self.next_row += batch.num_rows() as u64;
+        let verdict = validate_batch(&batch, &self.layout, &self.cfg, ids);
+        if !verdict.rejected.is_empty() {
+            for (row, reason) in &verdict.rejected {
+                tracing::debug!(file = %self.path.display(), row = first_row + *row as u64, %reason, "row rejected");
+            }
+            if let Some(q) = &mut self.quarantine {
+                q.write(&batch, first_row, &verdict.rejected)?;
+            }
+        }
+        Ok(Some(ValidatedChunk { first_row, verdict }))
+    }
+}
+
+/// Rejected rows of one input file, kept whole in a Parquet file beside
+/// their reason, file and row number: nothing rejected is lost.
+struct Quarantine {
+    path: PathBuf,
+    source: String,
+    schema: SchemaRef,
+    writer: Option<ArrowWriter<File>>,
+}
+
+impl Quarantine {
+    fn new(dir: &Path, input: &Path, input_schema: SchemaRef) -> Self {
+        let stem = input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tag = hex8(&Sha256::digest(input.to_string_lossy().as_bytes()));
+        let path = dir.join(format!("{stem}-{tag}.rejected.parquet"));
+        let mut fields: Vec<Arc<Field>> = input_schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new("source_file", DataType::Utf8, false)));
+        fields.push(Arc::new(Field::new("source_row", DataType::UInt64, false)));
+        fields.push(Arc::new(Field::new("reason", DataType::Utf8, false)));
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            input_schema.metadata().clone(),
+        ));
+        Self {
+            path,
+            source: input.to_string_lossy().into_owned(),
+            schema,
+            writer: None,
+        }
+    }
+
+    fn write(
+        &mut self,
+        batch: &RecordBatch,
+        first_row: u64,
+        rejected: &[(usize, RejectReason)],
+    ) -> Result<(), InputError> {
+        let qerr = |path: &Path, e| InputError::Quarantine {
+            path: path.into(),
+            source: e,
+        };
+        if self.writer.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| InputError::Io {
+                    path: dir.into(),
+                    source: e,
+                })?;
+            }
+            let file = File::create(&self.path).map_err(|e| InputError::Io {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            let props = WriterProperties::builder()
+                .set_max_row_group_row_count(Some(256))
+                .build();
+            let w = ArrowWriter::try_new(file, self.schema.clone(), Some(props))
+                .map_err(|e| qerr(&self.path, e))?;
+            self.writer = Some(w);
+        }
+        let idx = UInt64Array::from_iter_values(rejected.iter().map(|(r, _)| *r as u64));
+        let taken = arrow_select::take::take_record_batch(batch, &idx)
+            .map_err(|e| qerr(&self.path, e.into()))?;
+        let mut cols = taken.columns().to_vec();
+        cols.push(Arc::new(StringArray::from(vec![
+            self.source.as_str();
+            rejected.len()
+        ])));
+        cols.push(Arc::new(UInt64Array::from_iter_values(
+            rejected.iter().map(|(r, _)| first_row + *r as u64),
+        )));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            rejected.iter().map(|(_, r)| r.as_str()),
+        )));
+        let out = RecordBatch::try_new(self.schema.clone(), cols)
+            .map_err(|e| qerr(&self.path, e.into()))?;
+        let w = self.writer.as_mut().expect("created above");
+        w.write(&out).map_err(|e| qerr(&self.path, e))?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), InputError> {
+        if let Some(w) = self.writer.take() {
+            w.close().map_err(|e| InputError::Quarantine {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    bytes[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Rejected rows counted by reason name (the form reports use).
+pub fn reason_counts(counts: &BTreeMap<RejectReason, u64>) -> BTreeMap<String, u64> {
+    counts
+        .iter()
+        .map(|(r, n)| (r.as_str().to_owned(), *n))
+        .collect()
+}

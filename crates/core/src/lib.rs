@@ -1,0 +1,26 @@
+//! pretext-core: the data side of pretext that needs no torch and no broker.
+//!
+//! # Layout
+//! - [`validate`]: the row rules of the raw-input contract and their reasons.
+//! - [`input`]: streaming Parquet reader that validates row groups and
+//!   quarantines rejected rows; what every service uses on input.
+//! - [`report`]: per-file validation reports (`pretext validate`).
+//! - [`synth`]: the synthetic dataset of `pretext gen-data`.
+//! - [`floor`]: the histogram + length classifier, the floor any model must beat.
+//! - [`split`]: `train` / `valid` / `test` and the hash that decides an absent split.
+
+pub mod floor;
+pub mod input;
+pub mod report;
+pub mod split;
+pub mod synth;
+pub mod validate;
+
+/// Largest value a step may hold (values are 0..=MAX_VALUE).
+pub const MAX_VALUE: u8 = 40;
+/// Number of value classes (41): the width of the token heads.
+pub const NUM_VALUES: usize = MAX_VALUE as usize + 1;
+/// Token id of the mask token in batches.
+pub const MASK_TOKEN: u8 = 41;
+/// Token id of padding in batches.
+pub const PAD_TOKEN: u8 = 42;

@@ -1,0 +1,295 @@
+//! Heads and whole models: `PretrainModel` (encoder + 41-way token head)
+//! and `Classifier` (encoder + masked-mean-pooled linear head).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::config::{ModelConfig, NUM_VALUES, Precision};
+use crate::encoder::{Encoder, EncoderInput};
+use crate::error::ModelError;
+use crate::layers::{bool_mask, default_init, integer_input, linear};
+use crate::loss::{LossStats, cross_entropy_stats, selected_positions};
+
+/// Prefix of every encoder variable in a model's `VarStore` (tch joins path
+/// components with `.`, as PyTorch's `state_dict` does).
+pub const ENCODER_PREFIX: &str = "encoder.";
+
+/// A linear map over channels. Variables: `weight` [out, in], `bias` [out].
+#[derive(Debug)]
+struct ChannelLinear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl ChannelLinear {
+    fn new(path: nn::Path, in_dim: i64, out_dim: i64) -> Self {
+        let init = default_init(in_dim);
+        Self {
+            weight: path.var("weight", &[out_dim, in_dim], init),
+            bias: path.var("bias", &[out_dim], init),
+        }
+    }
+
+    /// # Shapes
+    /// [.., in] → [.., out]
+    fn forward(&self, x: &Tensor, precision: Precision) -> Tensor {
+        linear(x, &self.weight, &self.bias, precision)
+    }
+}
+
+/// Encoder plus a 41-way token head (a 1×1 convolution, stored as a linear
+/// layer `token_head.{weight [41, C], bias [41]}`), for masked-step and
+/// next-step pretraining. Owns its `VarStore`: `encoder.*`, `token_head.*`.
+#[derive(Debug)]
+pub struct PretrainModel {
+    vs: nn::VarStore,
+    encoder: Encoder,
+    head: ChannelLinear,
+}
+
+impl PretrainModel {
+    /// Builds a freshly initialised model on `device` (seed with
+    /// `tch::manual_seed` first for reproducible weights).
+    pub fn new(config: &ModelConfig, device: Device) -> Result<Self, ModelError> {
+        let vs = nn::VarStore::new(device);
+        let encoder = Encoder::new(vs.root() / "encoder", config)?;
+        let head = ChannelLinear::new(vs.root() / "token_head", config.width, NUM_VALUES);
+        Ok(Self { vs, encoder, head })
+    }
+
+    /// The variables (for checkpoints and the optimiser).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Mutable access to the variables (loading, `double()`, device moves).
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &ModelConfig {
+        self.encoder.config()
+    }
+
+    /// Compute precision of convolutions and linear layers.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.encoder.set_precision(precision);
+    }
+
+    /// Encoder features.
+    ///
+    /// # Shapes
+    /// `tokens`: [N, L], `lengths`: [N] → [N, C, L].
+    pub fn features(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        self.encoder.forward_t(tokens, lengths, train)
+    }
+
+    /// Token logits at every position.
+    ///
+    /// # Shapes
+    /// `tokens`: [N, L], `lengths`: [N] → [N, 41, L].
+    pub fn forward_t(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        let features = self.features(tokens, lengths, train)?.f_permute([0, 2, 1])?; // [N, L, C]
+        Ok(self.head.forward(&features, self.encoder.precision()).f_permute([0, 2, 1])?) // [N, 41, L]
+    }
+
+    /// The pretraining loss: the head runs on the `loss_mask` positions only,
+    /// and targets elsewhere are ignored. Same value as
+    /// [`crate::token_loss`] on [`Self::forward_t`]'s logits.
+    ///
+    /// # Shapes
+    /// `tokens`, `targets`, `loss_mask`: [N, L]; `lengths`: [N].
+    pub fn loss(
+        &self,
+        tokens: &Tensor,
+        lengths: &Tensor,
+        targets: &Tensor,
+        loss_mask: &Tensor,
+        train: bool,
+    ) -> Result<LossStats, ModelError> {
+        let device = self.encoder.device();
+        let input = EncoderInput::new(tokens, lengths, device)?;
+        let shape = input.tokens.size();
+        let targets = integer_input(targets, "targets", "[N, L]", 2, device)?;
+        if targets.size() != shape {
+            return Err(ModelError::Shape { what: "targets", expected: format!("{shape:?}"), got: targets.size() });
+        }
+        let positions = selected_positions(&bool_mask(loss_mask, "loss_mask", &shape, device)?)?; // [M]
+        let features = self.encoder.forward_input(&input, train); // [N, C, L]
+        let c = features.size()[1];
+        let selected = features
+            .f_permute([0, 2, 1])?
+            .f_reshape([-1, c])?
+            .f_index_select(0, &positions)?; // [M, C]
+        let logits = self.head.forward(&selected, self.encoder.precision()); // [M, 41]
+        cross_entropy_stats(&logits, &targets.f_flatten(0, -1)?.f_index_select(0, &positions)?)
+    }
+}
+
+/// Encoder plus a classifier: mean of the features over each row's real
+/// positions, then `classifier_head.{weight [K, C], bias [K]}`. Owns its
+/// `VarStore`: `encoder.*`, `classifier_head.*`.
+#[derive(Debug)]
+pub struct Classifier {
+    vs: nn::VarStore,
+    encoder: Encoder,
+    head: ChannelLinear,
+    num_classes: i64,
+}
+
+impl Classifier {
+    /// Builds a freshly initialised classifier over `num_classes` classes.
+    pub fn new(config: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, ModelError> {
+        if num_classes < 2 {
+            return Err(ModelError::Config(format!("need at least 2 classes, got {num_classes}")));
+        }
+        let vs = nn::VarStore::new(device);
+        let encoder = Encoder::new(vs.root() / "encoder", config)?;
+        let head = ChannelLinear::new(vs.root() / "classifier_head", config.width, num_classes);
+        Ok(Self { vs, encoder, head, num_classes })
+    }
+
+    /// The variables (for checkpoints and the optimiser).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Mutable access to the variables.
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &ModelConfig {
+        self.encoder.config()
+    }
+
+    /// Number of classes `K`.
+    pub fn num_classes(&self) -> i64 {
+        self.num_classes
+    }
+
+    /// Compute precision of convolutions and linear layers.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.encoder.set_precision(precision);
+    }
+
+    /// Copies the encoder variables (`encoder.*`) from a weight file, e.g. a
+    /// pretraining checkpoint's `model.safetensors`; other variables in the
+    /// file (the token head) are ignored and the classifier head keeps its
+    /// fresh initialisation. Returns how many variables were copied.
+    pub fn load_encoder(&mut self, weights: &Path) -> Result<usize, ModelError> {
+        let named: HashMap<String, Tensor> = Tensor::read_safetensors(weights)?.into_iter().collect();
+        copy_encoder(&self.vs, &named, &weights.display().to_string())
+    }
+
+    /// Copies the encoder variables from another model's `VarStore` (e.g.
+    /// [`PretrainModel::var_store`]).
+    pub fn load_encoder_from(&mut self, source: &nn::VarStore) -> Result<usize, ModelError> {
+        copy_encoder(&self.vs, &source.variables(), "source var store")
+    }
+
+    /// Stops gradients to the encoder (linear probe). Build the optimiser
+    /// after this call: it takes only variables that require gradients.
+    pub fn freeze_encoder(&mut self) {
+        self.set_encoder_trainable(false);
+    }
+
+    /// Undoes [`Self::freeze_encoder`].
+    pub fn unfreeze_encoder(&mut self) {
+        self.set_encoder_trainable(true);
+    }
+
+    fn set_encoder_trainable(&mut self, trainable: bool) {
+        for (name, var) in self.vs.variables() {
+            if name.starts_with(ENCODER_PREFIX) {
+                let _ = var.set_requires_grad(trainable);
+            }
+        }
+    }
+
+    /// Masked mean of the encoder features over each row's real positions.
+    ///
+    /// # Shapes
+    /// `tokens`: [N, L], `lengths`: [N] → [N, C].
+    pub fn pooled(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        let input = EncoderInput::new(tokens, lengths, self.encoder.device())?;
+        Ok(self.pool(&input, train))
+    }
+
+    fn pool(&self, input: &EncoderInput, train: bool) -> Tensor {
+        let features = self.encoder.forward_input(input, train); // [N, C, L], zero at padding
+        let lengths = input.lengths.to_kind(features.kind()).unsqueeze(1); // [N, 1]
+        let pooled = features.sum_dim_intlist(2, false, None) / lengths; // [N, C]
+        let dropout = self.encoder.config().dropout;
+        if dropout > 0.0 { pooled.dropout(dropout, train) } else { pooled }
+    }
+
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// `tokens`: [N, L], `lengths`: [N] → [N, K].
+    pub fn forward_t(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        let input = EncoderInput::new(tokens, lengths, self.encoder.device())?;
+        Ok(self.head.forward(&self.pool(&input, train), self.encoder.precision()))
+    }
+
+    /// Summed cross-entropy over the rows, with their count and accuracy.
+    ///
+    /// # Shapes
+    /// `tokens`: [N, L], `lengths`: [N], `labels`: [N] (integer, `0..K`).
+    pub fn loss(
+        &self,
+        tokens: &Tensor,
+        lengths: &Tensor,
+        labels: &Tensor,
+        train: bool,
+    ) -> Result<LossStats, ModelError> {
+        let logits = self.forward_t(tokens, lengths, train)?; // [N, K]
+        cross_entropy_stats(&logits, labels)
+    }
+}
+
+/// Copies every `encoder.*` variable of `dst` from `src`, checking names and
+/// shapes.
+fn copy_encoder(
+    dst: &nn::VarStore,
+    src: &HashMap<String, Tensor>,
+    source_name: &str,
+) -> Result<usize, ModelError> {
+    let mut copied = 0;
+    for (name, var) in dst.variables() {
+        if !name.starts_with(ENCODER_PREFIX) {
+            continue;
+        }
+        let from = src.get(&name).ok_or_else(|| ModelError::MissingVariable {
+            name: name.clone(),
+            source_name: source_name.to_string(),
+        })?;
+        if from.size() != var.size() {
+            return Err(ModelError::VariableShape { name, stored: from.size(), model: var.size() });
+        }
+        let from = from.f_to_device(var.device())?.f_to_kind(var.kind())?;
+        tch::no_grad(|| var.shallow_clone().f_copy_(&from))?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// Number of elements in the float variables of `vs` (for logs).
+pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.variables().values().filter(|t| t.kind() != Kind::Int64).map(|t| t.numel() as i64).sum()
+}

@@ -1,0 +1,57 @@
+//! The `pretext` command: parses arguments, sets up logging, and hands each
+//! subcommand to its module under `cmd/`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Self-supervised pretraining of 1-D CNNs on long integer sequences.
+#[derive(Debug, Parser)]
+#[command(name = "pretext", version, about, long_about = None)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "PRETEXT_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the synthetic dataset (Parquet, raw-input contract).
+    GenData(cmd::gen_data::Args),
+    /// Check Parquet files row by row; quarantine rejected rows.
+    Validate(cmd::validate::Args),
+    /// Describe a dataset: splits, labels, lengths, and the histogram floor.
+    Inspect(cmd::inspect::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let result = match cli.command {
+        Command::GenData(a) => cmd::gen_data::run(a),
+        Command::Validate(a) => cmd::validate::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PRETEXT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
