@@ -8,12 +8,18 @@
 //! - [`synth`]: the synthetic dataset of `pretext gen-data`.
 //! - [`floor`]: the histogram + length classifier, the floor any model must beat.
 //! - [`split`]: `train` / `valid` / `test` and the hash that decides an absent split.
+//! - [`bucket`]: length buckets and token-budget batching.
+//! - [`task`]: masked / next / classify targets.
+//! - [`batch`]: the batch type and its Arrow IPC codec.
 
+pub mod batch;
+pub mod bucket;
 pub mod floor;
 pub mod input;
 pub mod report;
 pub mod split;
 pub mod synth;
+pub mod task;
 pub mod validate;
 
 /// Largest value a step may hold (values are 0..=MAX_VALUE).

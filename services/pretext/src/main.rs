@@ -24,6 +24,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Describe a dataset: splits, labels, lengths, and the histogram floor.
     Inspect(cmd::inspect::Args),
+    /// Print the batch contract (the checked-in schemas/batch.schema.json).
+    Schema,
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +35,11 @@ fn main() -> std::process::ExitCode {
         Command::GenData(a) => cmd::gen_data::run(a),
         Command::Validate(a) => cmd::validate::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Schema => {
+            let doc = pretext_core::batch::contract_json();
+            println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,214 @@
+//! The self-supervised tasks: inputs, targets and loss masks for `masked`
+//! (BERT-style, reproducible per seed, epoch and sequence), `next`
+//! (next-step prediction) and `classify` (fine-tuning, no targets).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{MASK_TOKEN, NUM_VALUES, PAD_TOKEN};
+
+/// Which targets a batch carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Masked-step prediction (41-way) on masked positions.
+    Masked,
+    /// Next-step prediction (41-way): target[t] = value[t+1].
+    Next,
+    /// Sequence classification: labels only.
+    Classify,
+}
+
+impl Task {
+    /// The name used in schemas, headers and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Masked => "masked",
+            Task::Next => "next",
+            Task::Classify => "classify",
+        }
+    }
+
+    /// Parses a task name.
+    pub fn parse(s: &str) -> Option<Task> {
+        match s {
+            "masked" => Some(Task::Masked),
+            "next" => Some(Task::Next),
+            "classify" => Some(Task::Classify),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Task::parse(s).ok_or_else(|| format!("unknown task `{s}` (masked, next or classify)"))
+    }
+}
+
+/// Masking parameters of the `masked` task.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaskConfig {
+    /// Fraction of real positions selected for the loss.
+    pub rate: f64,
+    /// Of the selected: fraction replaced by MASK.
+    pub mask_fraction: f64,
+    /// Of the selected: fraction replaced by a random value (the rest are kept).
+    pub random_fraction: f64,
+    /// Mean span length; 1 selects positions one by one, more selects spans
+    /// of geometric length with this mean.
+    pub mean_span: f64,
+    /// Seed of every mask: the mask of a sequence depends only on (seed,
+    /// epoch, seq_id).
+    pub seed: u64,
+}
+
+impl Default for MaskConfig {
+    fn default() -> Self {
+        Self { rate: 0.15, mask_fraction: 0.8, random_fraction: 0.1, mean_span: 1.0, seed: 0 }
+    }
+}
+
+/// The RNG of one sequence's mask in one epoch.
+pub fn mask_rng(seed: u64, epoch: u32, seq_id: &str) -> ChaCha8Rng {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(epoch.to_le_bytes());
+    h.update(seq_id.as_bytes());
+    ChaCha8Rng::from_seed(h.finalize().into())
+}
+
+/// Which positions of a sequence of length `len` are selected for the loss.
+pub fn select_positions(cfg: &MaskConfig, rng: &mut ChaCha8Rng, len: usize) -> Vec<bool> {
+    let want = ((cfg.rate * len as f64).round() as usize).clamp(1, len);
+    let mut sel = vec![false; len];
+    let mut chosen = 0;
+    if cfg.mean_span <= 1.0 {
+        // Partial Fisher-Yates over positions: exactly `want`, no repeats.
+        let mut idx: Vec<u32> = (0..len as u32).collect();
+        for i in 0..want {
+            let j = rng.random_range(i..len);
+            idx.swap(i, j);
+            sel[idx[i] as usize] = true;
+        }
+        return sel;
+    }
+    let p_stop = 1.0 / cfg.mean_span;
+    while chosen < want {
+        let start = rng.random_range(0..len);
+        let mut t = start;
+        loop {
+            if !sel[t] {
+                sel[t] = true;
+                chosen += 1;
+            }
+            t += 1;
+            if chosen >= want || t >= len || rng.random::<f64>() < p_stop {
+                break;
+            }
+        }
+    }
+    sel
+}
+
+/// One row's slices of a batch's `[rows, L]` buffers.
+#[derive(Debug)]
+pub struct RowOut<'a> {
+    /// Token ids fed to the model.
+    pub input: &'a mut [u8],
+    /// Targets (values, or PAD where there is none).
+    pub target: &'a mut [u8],
+    /// 1 where the loss counts.
+    pub loss_mask: &'a mut [u8],
+}
+
+/// Writes one row's input, target and loss mask into slices of the bucket
+/// length (positions past `values.len()` are padding).
+pub fn fill_row(task: Task, mask: &MaskConfig, epoch: u32, seq_id: &str, values: &[u8], out: RowOut<'_>) {
+    let RowOut { input, target, loss_mask } = out;
+    let n = values.len();
+    input[n..].fill(PAD_TOKEN);
+    target[n..].fill(PAD_TOKEN);
+    loss_mask.fill(0);
+    match task {
+        Task::Masked => {
+            input[..n].copy_from_slice(values);
+            target[..n].copy_from_slice(values);
+            let mut rng = mask_rng(mask.seed, epoch, seq_id);
+            let sel = select_positions(mask, &mut rng, n);
+            for (t, _) in sel.iter().enumerate().filter(|(_, s)| **s) {
+                loss_mask[t] = 1;
+                let u: f64 = rng.random();
+                if u < mask.mask_fraction {
+                    input[t] = MASK_TOKEN;
+                } else if u < mask.mask_fraction + mask.random_fraction {
+                    input[t] = rng.random_range(0..NUM_VALUES as u8);
+                }
+            }
+        }
+        Task::Next => {
+            input[..n].copy_from_slice(values);
+            target[..n - 1].copy_from_slice(&values[1..]);
+            target[n - 1] = PAD_TOKEN;
+            loss_mask[..n - 1].fill(1);
+        }
+        Task::Classify => {
+            input[..n].copy_from_slice(values);
+            target[..n].copy_from_slice(values);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(task: Task, values: &[u8], l: usize, epoch: u32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let (mut i, mut t, mut m) = (vec![0; l], vec![0; l], vec![0; l]);
+        fill_row(task, &MaskConfig::default(), epoch, "s1", values, RowOut { input: &mut i, target: &mut t, loss_mask: &mut m });
+        (i, t, m)
+    }
+
+    #[test]
+    fn masked_targets_are_the_values_and_masks_are_reproducible() {
+        let values: Vec<u8> = (0..1000).map(|i| (i % 41) as u8).collect();
+        let (i, t, m) = row(Task::Masked, &values, 1024, 0);
+        assert_eq!(&t[..1000], &values[..]);
+        assert!(t[1000..].iter().all(|&x| x == PAD_TOKEN) && i[1000..].iter().all(|&x| x == PAD_TOKEN));
+        assert_eq!(m.iter().map(|&x| x as usize).sum::<usize>(), 150);
+        assert!(m[1000..].iter().all(|&x| x == 0));
+        // Unselected positions are untouched; ~80% of selected are MASK.
+        let masked = (0..1000).filter(|&p| i[p] == MASK_TOKEN).count();
+        assert!((100..140).contains(&masked), "{masked}");
+        assert!((0..1000).all(|p| m[p] == 1 || i[p] == values[p]));
+        assert_eq!(row(Task::Masked, &values, 1024, 0), (i.clone(), t.clone(), m.clone()));
+        assert_ne!(row(Task::Masked, &values, 1024, 1).2, m, "a new mask each epoch");
+    }
+
+    #[test]
+    fn span_masking_selects_runs() {
+        let cfg = MaskConfig { mean_span: 5.0, ..Default::default() };
+        let sel = select_positions(&cfg, &mut mask_rng(0, 0, "x"), 2000);
+        assert_eq!(sel.iter().filter(|&&s| s).count(), 300);
+        let runs = sel.windows(2).filter(|w| w[1] && !w[0]).count();
+        assert!(runs < 120, "spans should merge positions into runs: {runs}");
+    }
+
+    #[test]
+    fn next_targets_shift_by_one() {
+        let values = [5u8, 6, 7, 8];
+        let (i, t, m) = row(Task::Next, &values, 6, 0);
+        assert_eq!(i, [5, 6, 7, 8, PAD_TOKEN, PAD_TOKEN]);
+        assert_eq!(t, [6, 7, 8, PAD_TOKEN, PAD_TOKEN, PAD_TOKEN]);
+        assert_eq!(m, [1, 1, 1, 0, 0, 0]);
+    }
+}
