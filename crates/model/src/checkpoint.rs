@@ -102,11 +102,17 @@ pub fn checkpoint_dir_name(step: u64) -> String {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CheckpointError + 'a {
-    move |source| CheckpointError::Io { op, path: path.to_path_buf(), source }
+    move |source| CheckpointError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn fsync(path: &Path) -> Result<(), CheckpointError> {
-    fs::File::open(path).and_then(|f| f.sync_all()).map_err(io("fsync", path))
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("fsync", path))
 }
 
 /// Writes a checkpoint of `vs` and `optimizer` at `state.step` into
@@ -127,7 +133,10 @@ pub fn save_checkpoint<T: Serialize>(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let tmp = run_dir.join(format!("{TEMP_PREFIX}{name}-{}-{nanos}", std::process::id()));
+    let tmp = run_dir.join(format!(
+        "{TEMP_PREFIX}{name}-{}-{nanos}",
+        std::process::id()
+    ));
     let result = write_into(&tmp, vs, optimizer, state).and_then(|()| {
         let target = run_dir.join(&name);
         if target.exists() {
@@ -157,15 +166,24 @@ fn write_into<T: Serialize>(
 ) -> Result<(), CheckpointError> {
     fs::create_dir(dir).map_err(io("create", dir))?;
     let model = dir.join(MODEL_FILE);
-    vs.save(&model)
-        .map_err(|e| CheckpointError::Model { path: dir.to_path_buf(), source: e.into() })?;
+    vs.save(&model).map_err(|e| CheckpointError::Model {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
     fsync(&model)?;
     let opt = dir.join(OPTIMIZER_FILE);
-    optimizer.save(&opt).map_err(|source| CheckpointError::Model { path: dir.to_path_buf(), source })?;
+    optimizer
+        .save(&opt)
+        .map_err(|source| CheckpointError::Model {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     fsync(&opt)?;
     let state_path = dir.join(STATE_FILE);
-    let json = serde_json::to_vec_pretty(state)
-        .map_err(|source| CheckpointError::State { path: state_path.clone(), source })?;
+    let json = serde_json::to_vec_pretty(state).map_err(|source| CheckpointError::State {
+        path: state_path.clone(),
+        source,
+    })?;
     fs::write(&state_path, json).map_err(io("write", &state_path))?;
     fsync(&state_path)?;
     fsync(dir)
@@ -183,7 +201,10 @@ fn parse_step(name: &str) -> Option<u64> {
 /// Checks that `dir` holds all three files and a `state.json` that parses
 /// and names the directory's step.
 pub fn check_complete(dir: &Path) -> Result<u64, CheckpointError> {
-    let incomplete = |reason: String| CheckpointError::Incomplete { path: dir.to_path_buf(), reason };
+    let incomplete = |reason: String| CheckpointError::Incomplete {
+        path: dir.to_path_buf(),
+        reason,
+    };
     let step = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -212,11 +233,15 @@ pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, Checkpoin
     let mut found = Vec::new();
     for entry in entries {
         let path = entry.map_err(io("read", run_dir))?.path();
-        let named_step = path.file_name().and_then(|n| n.to_str()).and_then(parse_step);
-        if named_step.is_some() && path.is_dir() {
-            if let Ok(step) = check_complete(&path) {
-                found.push((step, path));
-            }
+        let named_step = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_step);
+        if named_step.is_some()
+            && path.is_dir()
+            && let Ok(step) = check_complete(&path)
+        {
+            found.push((step, path));
         }
     }
     found.sort();
@@ -230,7 +255,9 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>, CheckpointEr
 
 /// Reads `state.json` of a checkpoint (e.g. to rebuild the model from
 /// `state.model` before [`load_checkpoint`]).
-pub fn read_checkpoint_state<T: DeserializeOwned>(dir: &Path) -> Result<CheckpointState<T>, CheckpointError> {
+pub fn read_checkpoint_state<T: DeserializeOwned>(
+    dir: &Path,
+) -> Result<CheckpointState<T>, CheckpointError> {
     let path = dir.join(STATE_FILE);
     let bytes = fs::read(&path).map_err(io("read", &path))?;
     serde_json::from_slice(&bytes).map_err(|source| CheckpointError::State { path, source })
@@ -245,10 +272,16 @@ pub fn load_checkpoint<T: DeserializeOwned>(
 ) -> Result<CheckpointState<T>, CheckpointError> {
     check_complete(dir)?;
     let state = read_checkpoint_state(dir)?;
-    let model_err = |source| CheckpointError::Model { path: dir.to_path_buf(), source };
-    vs.load(dir.join(MODEL_FILE)).map_err(|e| model_err(e.into()))?;
+    let model_err = |source| CheckpointError::Model {
+        path: dir.to_path_buf(),
+        source,
+    };
+    vs.load(dir.join(MODEL_FILE))
+        .map_err(|e| model_err(e.into()))?;
     if let Some(optimizer) = optimizer {
-        optimizer.load(&dir.join(OPTIMIZER_FILE)).map_err(model_err)?;
+        optimizer
+            .load(&dir.join(OPTIMIZER_FILE))
+            .map_err(model_err)?;
     }
     Ok(state)
 }
@@ -266,7 +299,10 @@ pub fn prune_checkpoints(run_dir: &Path, keep: usize) -> Result<Vec<PathBuf>, Ch
     }
     for entry in fs::read_dir(run_dir).map_err(io("read", run_dir))? {
         let path = entry.map_err(io("read", run_dir))?.path();
-        let is_temp = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        let is_temp = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
         if is_temp && path.is_dir() {
             fs::remove_dir_all(&path).map_err(io("remove", &path))?;
             removed.push(path);

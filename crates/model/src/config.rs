@@ -139,7 +139,11 @@ impl ModelConfig {
             InputEncoding::Embedding => 0,
             InputEncoding::Scalar => self.kernel - 1,
         };
-        let blocks: i64 = self.dilations().iter().map(|d| 2 * (self.kernel - 1) * d).sum();
+        let blocks: i64 = self
+            .dilations()
+            .iter()
+            .map(|d| 2 * (self.kernel - 1) * d)
+            .sum();
         1 + input + blocks
     }
 
@@ -162,7 +166,10 @@ impl ModelConfig {
             ));
         }
         if self.dilation_base < 1 {
-            return fail(format!("dilation_base must be positive, got {}", self.dilation_base));
+            return fail(format!(
+                "dilation_base must be positive, got {}",
+                self.dilation_base
+            ));
         }
         let max_exp = match self.dilation_cycle {
             0 => self.depth - 1,
@@ -207,35 +214,68 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.dilations(), vec![1, 2, 4, 8, 16, 32, 64, 128]);
         assert_eq!(c.receptive_field(), 2041);
-        let cycled = ModelConfig { dilation_cycle: 4, ..c };
+        let cycled = ModelConfig {
+            dilation_cycle: 4,
+            ..c
+        };
         assert_eq!(cycled.dilations(), vec![1, 2, 4, 8, 1, 2, 4, 8]);
     }
 
     #[test]
     fn rejects_bad_configs() {
         let bad = [
-            ModelConfig { width: 0, ..Default::default() },
-            ModelConfig { kernel: 4, ..Default::default() },
-            ModelConfig { norm: NormKind::Group, norm_groups: 7, ..Default::default() },
+            ModelConfig {
+                width: 0,
+                ..Default::default()
+            },
+            ModelConfig {
+                kernel: 4,
+                ..Default::default()
+            },
+            ModelConfig {
+                norm: NormKind::Group,
+                norm_groups: 7,
+                ..Default::default()
+            },
             ModelConfig {
                 norm: NormKind::Group,
                 direction: Direction::Causal,
                 ..Default::default()
             },
-            ModelConfig { dropout: 1.0, ..Default::default() },
-            ModelConfig { depth: 40, ..Default::default() },
+            ModelConfig {
+                dropout: 1.0,
+                ..Default::default()
+            },
+            ModelConfig {
+                depth: 40,
+                ..Default::default()
+            },
         ];
         for c in bad {
-            assert!(matches!(c.validate(), Err(ModelError::Config(_))), "{c:?} accepted");
+            assert!(
+                matches!(c.validate(), Err(ModelError::Config(_))),
+                "{c:?} accepted"
+            );
         }
-        let causal_even = ModelConfig { kernel: 4, direction: Direction::Causal, ..Default::default() };
+        let causal_even = ModelConfig {
+            kernel: 4,
+            direction: Direction::Causal,
+            ..Default::default()
+        };
         causal_even.validate().unwrap();
     }
 
     #[test]
     fn serde_round_trip_and_defaults() {
         let c: ModelConfig = serde_json::from_str(r#"{"width": 64, "input": "scalar"}"#).unwrap();
-        assert_eq!(c, ModelConfig { width: 64, input: InputEncoding::Scalar, ..Default::default() });
+        assert_eq!(
+            c,
+            ModelConfig {
+                width: 64,
+                input: InputEncoding::Scalar,
+                ..Default::default()
+            }
+        );
         let back: ModelConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         assert!(serde_json::from_str::<ModelConfig>(r#"{"widht": 64}"#).is_err());

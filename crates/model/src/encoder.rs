@@ -12,7 +12,7 @@ use crate::layers::{DilatedConv, MaskedNorm, check_range, integer_input};
 pub struct EncoderInput {
     /// Token ids, int64 [N, L].
     pub tokens: Tensor,
-    /// True lengths, int64 [N], each in `1..=L`.
+    /// True lengths, int64 `[N]`, each in `1..=L`.
     pub lengths: Tensor,
     /// Real positions, bool [N, L]: `t < lengths[n]`.
     pub mask: Tensor,
@@ -20,11 +20,11 @@ pub struct EncoderInput {
 
 impl EncoderInput {
     /// Checks `tokens` ([N, L], any integer kind, ids in 0..=42) and
-    /// `lengths` ([N], any integer kind, each in 1..=L) and moves them to
+    /// `lengths` (`[N]`, any integer kind, each in 1..=L) and moves them to
     /// `device`.
     ///
     /// # Shapes
-    /// `tokens`: [N, L], `lengths`: [N].
+    /// `tokens`: [N, L], `lengths`: `[N]`.
     pub fn new(tokens: &Tensor, lengths: &Tensor, device: Device) -> Result<Self, ModelError> {
         let tokens = integer_input(tokens, "tokens", "[N, L]", 2, device)?;
         let (n, l) = tokens.size2()?;
@@ -47,7 +47,11 @@ impl EncoderInput {
         check_range(&lengths, "lengths", 1, l)?;
         let positions = Tensor::f_arange(l, (Kind::Int64, device))?.f_unsqueeze(0)?; // [1, L]
         let mask = positions.f_lt_tensor(&lengths.f_unsqueeze(1)?)?; // [N, L]
-        Ok(Self { tokens, lengths, mask })
+        Ok(Self {
+            tokens,
+            lengths,
+            mask,
+        })
     }
 
     /// Number of rows `N`.
@@ -66,25 +70,40 @@ impl EncoderInput {
 enum InputEncoder {
     /// `encoder.input.embedding.weight` [43, C].
     Embedding { weight: Tensor },
-    /// `encoder.input.conv.{weight,bias}`, `encoder.input.mask_vector` [C].
-    Scalar { conv: DilatedConv, mask_vector: Tensor },
+    /// `encoder.input.conv.{weight,bias}`, `encoder.input.mask_vector` `[C]`.
+    Scalar {
+        conv: DilatedConv,
+        mask_vector: Tensor,
+    },
 }
 
 impl InputEncoder {
     fn new(path: nn::Path, config: &ModelConfig) -> Self {
         match config.input {
             InputEncoding::Embedding => {
-                let init = nn::Init::Randn { mean: 0.0, stdev: 1.0 };
+                let init = nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                };
                 let weight = (&path / "embedding").var("weight", &[NUM_TOKENS, config.width], init);
                 Self::Embedding { weight }
             }
             InputEncoding::Scalar => {
-                let conv =
-                    DilatedConv::new(&path / "conv", 1, config.width, config.kernel, 1, config.direction);
+                let conv = DilatedConv::new(
+                    &path / "conv",
+                    1,
+                    config.width,
+                    config.kernel,
+                    1,
+                    config.direction,
+                );
                 let mask_vector = path.var(
                     "mask_vector",
                     &[config.width],
-                    nn::Init::Randn { mean: 0.0, stdev: 1.0 },
+                    nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 1.0,
+                    },
                 );
                 Self::Scalar { conv, mask_vector }
             }
@@ -114,7 +133,7 @@ impl InputEncoder {
 
 /// One pre-activation residual block:
 /// `x + conv2(act(norm2(conv1(act(norm1(x))))))`, where `act` is GELU
-/// then dropout, and padded positions are zeroed before every convolution.
+/// then dropout, and padded positions are zero before every convolution.
 #[derive(Debug)]
 struct ResidualBlock {
     norm1: MaskedNorm,
@@ -129,7 +148,14 @@ impl ResidualBlock {
         let c = config.width;
         let norm = |name: &str| MaskedNorm::new(&path / name, c, config.norm, config.norm_groups);
         let conv = |name: &str| {
-            DilatedConv::new(&path / name, c, c, config.kernel, dilation, config.direction)
+            DilatedConv::new(
+                &path / name,
+                c,
+                c,
+                config.kernel,
+                dilation,
+                config.direction,
+            )
         };
         Self {
             norm1: norm("norm1"),
@@ -143,10 +169,15 @@ impl ResidualBlock {
     /// # Shapes
     /// `x`: [N, C, L] (zero at padding), `mask`: [N, 1, L] → [N, C, L].
     fn forward(&self, x: &Tensor, mask: &Tensor, train: bool, precision: Precision) -> Tensor {
+        // The norms zero padded positions and GELU and dropout keep zeros
+        // zero, so each convolution reads zeros there, as beyond the ends.
         let act = |h: Tensor| {
             let h = h.gelu("none");
-            let h = if self.dropout > 0.0 { h.dropout(self.dropout, train) } else { h };
-            h * mask
+            if self.dropout > 0.0 {
+                h.dropout(self.dropout, train)
+            } else {
+                h
+            }
         };
         let h = act(self.norm1.forward(x, mask));
         let h = self.conv1.forward(&h, precision);
@@ -177,8 +208,12 @@ impl Encoder {
         let blocks = (0..config.depth)
             .map(|b| ResidualBlock::new(&path / format!("block{b}"), config, config.dilation(b)))
             .collect();
-        let final_norm =
-            MaskedNorm::new(&path / "final_norm", config.width, config.norm, config.norm_groups);
+        let final_norm = MaskedNorm::new(
+            &path / "final_norm",
+            config.width,
+            config.norm,
+            config.norm_groups,
+        );
         Ok(Self {
             config: *config,
             input,
@@ -212,7 +247,7 @@ impl Encoder {
     /// Encodes a batch: checks the inputs, then runs [`Self::forward_input`].
     ///
     /// # Shapes
-    /// `tokens`: [N, L] (ids 0..=42, any integer kind), `lengths`: [N] →
+    /// `tokens`: [N, L] (ids 0..=42, any integer kind), `lengths`: `[N]` →
     /// features [N, C, L], zero at padded positions. A row's features at its
     /// real positions do not depend on how far it was padded.
     pub fn forward_t(

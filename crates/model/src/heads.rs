@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Tensor, nn};
 
 use crate::config::{ModelConfig, NUM_VALUES, Precision};
 use crate::encoder::{Encoder, EncoderInput};
@@ -87,18 +87,33 @@ impl PretrainModel {
     /// Encoder features.
     ///
     /// # Shapes
-    /// `tokens`: [N, L], `lengths`: [N] → [N, C, L].
-    pub fn features(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+    /// `tokens`: [N, L], `lengths`: `[N]` → [N, C, L].
+    pub fn features(
+        &self,
+        tokens: &Tensor,
+        lengths: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
         self.encoder.forward_t(tokens, lengths, train)
     }
 
     /// Token logits at every position.
     ///
     /// # Shapes
-    /// `tokens`: [N, L], `lengths`: [N] → [N, 41, L].
-    pub fn forward_t(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
-        let features = self.features(tokens, lengths, train)?.f_permute([0, 2, 1])?; // [N, L, C]
-        Ok(self.head.forward(&features, self.encoder.precision()).f_permute([0, 2, 1])?) // [N, 41, L]
+    /// `tokens`: [N, L], `lengths`: `[N]` → [N, 41, L].
+    pub fn forward_t(
+        &self,
+        tokens: &Tensor,
+        lengths: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        let features = self
+            .features(tokens, lengths, train)?
+            .f_permute([0, 2, 1])?; // [N, L, C]
+        Ok(self
+            .head
+            .forward(&features, self.encoder.precision())
+            .f_permute([0, 2, 1])?) // [N, 41, L]
     }
 
     /// The pretraining loss: the head runs on the `loss_mask` positions only,
@@ -106,7 +121,7 @@ impl PretrainModel {
     /// [`crate::token_loss`] on [`Self::forward_t`]'s logits.
     ///
     /// # Shapes
-    /// `tokens`, `targets`, `loss_mask`: [N, L]; `lengths`: [N].
+    /// `tokens`, `targets`, `loss_mask`: [N, L]; `lengths`: `[N]`.
     pub fn loss(
         &self,
         tokens: &Tensor,
@@ -120,7 +135,11 @@ impl PretrainModel {
         let shape = input.tokens.size();
         let targets = integer_input(targets, "targets", "[N, L]", 2, device)?;
         if targets.size() != shape {
-            return Err(ModelError::Shape { what: "targets", expected: format!("{shape:?}"), got: targets.size() });
+            return Err(ModelError::Shape {
+                what: "targets",
+                expected: format!("{shape:?}"),
+                got: targets.size(),
+            });
         }
         let positions = selected_positions(&bool_mask(loss_mask, "loss_mask", &shape, device)?)?; // [M]
         let features = self.encoder.forward_input(&input, train); // [N, C, L]
@@ -130,7 +149,10 @@ impl PretrainModel {
             .f_reshape([-1, c])?
             .f_index_select(0, &positions)?; // [M, C]
         let logits = self.head.forward(&selected, self.encoder.precision()); // [M, 41]
-        cross_entropy_stats(&logits, &targets.f_flatten(0, -1)?.f_index_select(0, &positions)?)
+        cross_entropy_stats(
+            &logits,
+            &targets.f_flatten(0, -1)?.f_index_select(0, &positions)?,
+        )
     }
 }
 
@@ -149,12 +171,19 @@ impl Classifier {
     /// Builds a freshly initialised classifier over `num_classes` classes.
     pub fn new(config: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, ModelError> {
         if num_classes < 2 {
-            return Err(ModelError::Config(format!("need at least 2 classes, got {num_classes}")));
+            return Err(ModelError::Config(format!(
+                "need at least 2 classes, got {num_classes}"
+            )));
         }
         let vs = nn::VarStore::new(device);
         let encoder = Encoder::new(vs.root() / "encoder", config)?;
         let head = ChannelLinear::new(vs.root() / "classifier_head", config.width, num_classes);
-        Ok(Self { vs, encoder, head, num_classes })
+        Ok(Self {
+            vs,
+            encoder,
+            head,
+            num_classes,
+        })
     }
 
     /// The variables (for checkpoints and the optimiser).
@@ -192,7 +221,8 @@ impl Classifier {
     /// file (the token head) are ignored and the classifier head keeps its
     /// fresh initialisation. Returns how many variables were copied.
     pub fn load_encoder(&mut self, weights: &Path) -> Result<usize, ModelError> {
-        let named: HashMap<String, Tensor> = Tensor::read_safetensors(weights)?.into_iter().collect();
+        let named: HashMap<String, Tensor> =
+            Tensor::read_safetensors(weights)?.into_iter().collect();
         copy_encoder(&self.vs, &named, &weights.display().to_string())
     }
 
@@ -221,11 +251,17 @@ impl Classifier {
         }
     }
 
-    /// Masked mean of the encoder features over each row's real positions.
+    /// Masked mean of the encoder features over each row's real positions
+    /// (then dropout at the config's rate in training mode).
     ///
     /// # Shapes
-    /// `tokens`: [N, L], `lengths`: [N] → [N, C].
-    pub fn pooled(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+    /// `tokens`: [N, L], `lengths`: `[N]` → [N, C].
+    pub fn pooled(
+        &self,
+        tokens: &Tensor,
+        lengths: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
         let input = EncoderInput::new(tokens, lengths, self.encoder.device())?;
         Ok(self.pool(&input, train))
     }
@@ -235,22 +271,33 @@ impl Classifier {
         let lengths = input.lengths.to_kind(features.kind()).unsqueeze(1); // [N, 1]
         let pooled = features.sum_dim_intlist(2, false, None) / lengths; // [N, C]
         let dropout = self.encoder.config().dropout;
-        if dropout > 0.0 { pooled.dropout(dropout, train) } else { pooled }
+        if dropout > 0.0 {
+            pooled.dropout(dropout, train)
+        } else {
+            pooled
+        }
     }
 
     /// Class logits.
     ///
     /// # Shapes
-    /// `tokens`: [N, L], `lengths`: [N] → [N, K].
-    pub fn forward_t(&self, tokens: &Tensor, lengths: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+    /// `tokens`: [N, L], `lengths`: `[N]` → [N, K].
+    pub fn forward_t(
+        &self,
+        tokens: &Tensor,
+        lengths: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
         let input = EncoderInput::new(tokens, lengths, self.encoder.device())?;
-        Ok(self.head.forward(&self.pool(&input, train), self.encoder.precision()))
+        Ok(self
+            .head
+            .forward(&self.pool(&input, train), self.encoder.precision()))
     }
 
     /// Summed cross-entropy over the rows, with their count and accuracy.
     ///
     /// # Shapes
-    /// `tokens`: [N, L], `lengths`: [N], `labels`: [N] (integer, `0..K`).
+    /// `tokens`: [N, L], `lengths`: `[N]`, `labels`: `[N]` (integer, `0..K`).
     pub fn loss(
         &self,
         tokens: &Tensor,
@@ -280,7 +327,11 @@ fn copy_encoder(
             source_name: source_name.to_string(),
         })?;
         if from.size() != var.size() {
-            return Err(ModelError::VariableShape { name, stored: from.size(), model: var.size() });
+            return Err(ModelError::VariableShape {
+                name,
+                stored: from.size(),
+                model: var.size(),
+            });
         }
         let from = from.f_to_device(var.device())?.f_to_kind(var.kind())?;
         tch::no_grad(|| var.shallow_clone().f_copy_(&from))?;
@@ -289,7 +340,7 @@ fn copy_encoder(
     Ok(copied)
 }
 
-/// Number of elements in the float variables of `vs` (for logs).
-pub fn parameter_count(vs: &nn::VarStore) -> i64 {
-    vs.variables().values().filter(|t| t.kind() != Kind::Int64).map(|t| t.numel() as i64).sum()
+/// Number of elements in all variables of `vs` (for logs).
+pub fn parameter_count(vs: &nn::VarStore) -> usize {
+    vs.variables().values().map(|t| t.numel()).sum()
 }

@@ -8,7 +8,10 @@ use crate::error::ModelError;
 
 /// Whether `kind` holds integers (the token, length and target columns).
 pub(crate) fn is_integral(kind: Kind) -> bool {
-    matches!(kind, Kind::Uint8 | Kind::Int8 | Kind::Int16 | Kind::Int | Kind::Int64)
+    matches!(
+        kind,
+        Kind::Uint8 | Kind::Int8 | Kind::Int16 | Kind::Int | Kind::Int64
+    )
 }
 
 /// Checks that `t` is an integer tensor of the given rank and returns it as
@@ -22,16 +25,29 @@ pub(crate) fn integer_input(
 ) -> Result<Tensor, ModelError> {
     let size = t.size();
     if size.len() != rank {
-        return Err(ModelError::Shape { what, expected: expected.to_string(), got: size });
+        return Err(ModelError::Shape {
+            what,
+            expected: expected.to_string(),
+            got: size,
+        });
     }
     if !is_integral(t.kind()) {
-        return Err(ModelError::Kind { what, expected: "integer", got: t.kind() });
+        return Err(ModelError::Kind {
+            what,
+            expected: "integer",
+            got: t.kind(),
+        });
     }
     Ok(t.f_to_device(device)?.f_to_kind(Kind::Int64)?)
 }
 
 /// Fails unless every element of the int64 tensor `t` lies in `lo..=hi`.
-pub(crate) fn check_range(t: &Tensor, what: &'static str, lo: i64, hi: i64) -> Result<(), ModelError> {
+pub(crate) fn check_range(
+    t: &Tensor,
+    what: &'static str,
+    lo: i64,
+    hi: i64,
+) -> Result<(), ModelError> {
     if t.numel() == 0 {
         return Ok(());
     }
@@ -39,7 +55,11 @@ pub(crate) fn check_range(t: &Tensor, what: &'static str, lo: i64, hi: i64) -> R
     let max = t.f_max()?.f_int64_value(&[])?;
     for value in [min, max] {
         if value < lo || value > hi {
-            return Err(ModelError::OutOfRange { what, value, allowed: format!("{lo}..={hi}") });
+            return Err(ModelError::OutOfRange {
+                what,
+                value,
+                allowed: format!("{lo}..={hi}"),
+            });
         }
     }
     Ok(())
@@ -54,12 +74,20 @@ pub(crate) fn bool_mask(
     device: tch::Device,
 ) -> Result<Tensor, ModelError> {
     if t.size() != shape {
-        return Err(ModelError::Shape { what, expected: format!("{shape:?}"), got: t.size() });
+        return Err(ModelError::Shape {
+            what,
+            expected: format!("{shape:?}"),
+            got: t.size(),
+        });
     }
     match t.kind() {
         Kind::Bool => Ok(t.f_to_device(device)?),
         k if is_integral(k) => Ok(t.f_to_device(device)?.f_ne(0)?),
-        got => Err(ModelError::Kind { what, expected: "bool or integer", got }),
+        got => Err(ModelError::Kind {
+            what,
+            expected: "bool or integer",
+            got,
+        }),
     }
 }
 
@@ -67,7 +95,10 @@ pub(crate) fn bool_mask(
 /// uniform in ±1/sqrt(fan_in), for weights and biases.
 pub(crate) fn default_init(fan_in: i64) -> nn::Init {
     let bound = 1.0 / (fan_in as f64).sqrt();
-    nn::Init::Uniform { lo: -bound, up: bound }
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }
 
 /// Runs `x @ weight.T + bias` in the compute precision, returning the
@@ -77,7 +108,10 @@ pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, precision: Prec
         Precision::Full => x.linear(weight, Some(bias)),
         Precision::Bf16 => x
             .to_kind(Kind::BFloat16)
-            .linear(&weight.to_kind(Kind::BFloat16), Some(bias.to_kind(Kind::BFloat16)))
+            .linear(
+                &weight.to_kind(Kind::BFloat16),
+                Some(bias.to_kind(Kind::BFloat16)),
+            )
             .to_kind(weight.kind()),
     }
 }
@@ -106,7 +140,13 @@ impl DilatedConv {
         let init = default_init(in_channels * kernel);
         let weight = path.var("weight", &[out_channels, in_channels, kernel], init);
         let bias = path.var("bias", &[out_channels], init);
-        Self { weight, bias, kernel, dilation, direction }
+        Self {
+            weight,
+            bias,
+            kernel,
+            dilation,
+            direction,
+        }
     }
 
     /// # Shapes
@@ -116,7 +156,11 @@ impl DilatedConv {
     pub(crate) fn forward(&self, x: &Tensor, precision: Precision) -> Tensor {
         let span = (self.kernel - 1) * self.dilation;
         let (x, w, b) = match precision {
-            Precision::Full => (x.shallow_clone(), self.weight.shallow_clone(), self.bias.shallow_clone()),
+            Precision::Full => (
+                x.shallow_clone(),
+                self.weight.shallow_clone(),
+                self.bias.shallow_clone(),
+            ),
             Precision::Bf16 => (
                 x.to_kind(Kind::BFloat16),
                 self.weight.to_kind(Kind::BFloat16),
@@ -126,7 +170,8 @@ impl DilatedConv {
         let y = match self.direction {
             // Left padding only: output t never reads t + 1.
             Direction::Causal => {
-                x.constant_pad_nd([span, 0]).conv1d(&w, Some(&b), [1], [0], [self.dilation], 1)
+                x.constant_pad_nd([span, 0])
+                    .conv1d(&w, Some(&b), [1], [0], [self.dilation], 1)
             }
             Direction::Bidirectional => x.conv1d(&w, Some(&b), [1], [span / 2], [self.dilation], 1),
         };
@@ -135,7 +180,7 @@ impl DilatedConv {
 }
 
 /// Normalisation that ignores padded positions (see [`NormKind`]).
-/// Variables: `weight` [C] (ones), `bias` [C] (zeros).
+/// Variables: `weight` `[C]` (ones), `bias` `[C]` (zeros).
 #[derive(Debug)]
 pub(crate) struct MaskedNorm {
     weight: Tensor,
@@ -150,7 +195,12 @@ impl MaskedNorm {
     pub(crate) fn new(path: nn::Path, channels: i64, kind: NormKind, groups: i64) -> Self {
         let weight = path.var("weight", &[channels], nn::Init::Const(1.0));
         let bias = path.var("bias", &[channels], nn::Init::Const(0.0));
-        Self { weight, bias, kind, groups }
+        Self {
+            weight,
+            bias,
+            kind,
+            groups,
+        }
     }
 
     /// The kind of its parameters (the model's float kind).
@@ -178,8 +228,8 @@ impl MaskedNorm {
                 let g = self.groups;
                 let xg = x.view([n, g, c / g, l]);
                 let m = mask.view([n, 1, 1, l]);
-                let count = m.ones_like().sum_dim_intlist(&[2i64, 3][..], true, None) * (c / g) as f64; // [N, 1, 1, 1]
-                let mean = (&xg * m.ones_like()).sum_dim_intlist(&[2i64, 3][..], true, None) / &count; // [N, G, 1, 1]
+                let count = m.sum_dim_intlist(&[2i64, 3][..], true, None) * (c / g) as f64; // [N, 1, 1, 1]
+                let mean = (&xg * &m).sum_dim_intlist(&[2i64, 3][..], true, None) / &count; // [N, G, 1, 1]
                 let centred = (xg - mean) * &m;
                 let var = centred.square().sum_dim_intlist(&[2i64, 3][..], true, None) / &count;
                 (centred * (var + NORM_EPS).rsqrt()).view([n, c, l])

@@ -22,21 +22,21 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: [`ModelConfig`] (width, depth, kernel, dilation schedule,
+//! - [`config`] — [`ModelConfig`] (width, depth, kernel, dilation schedule,
 //!   input encoder, direction, normalisation, dropout) and the token ids.
-//! - `layers`: dilated causal/symmetric convolutions and masked
+//! - `layers` — dilated causal/symmetric convolutions and masked
 //!   normalisation; input checks.
-//! - [`encoder`]: [`Encoder`] (input encoder, residual blocks, final norm)
+//! - [`encoder`] — [`Encoder`] (input encoder, residual blocks, final norm)
 //!   and [`EncoderInput`], a validated batch.
-//! - [`heads`]: [`PretrainModel`] (encoder + token head) and [`Classifier`]
+//! - [`heads`] — [`PretrainModel`] (encoder + token head) and [`Classifier`]
 //!   (encoder + pooled head, loads a pretrained encoder, can freeze it).
-//! - [`loss`]: [`token_loss`] and [`classification_loss`] as sums plus
+//! - [`loss`] — [`token_loss`] and [`classification_loss`] as sums plus
 //!   counts ([`LossStats`]) for token-weighted data-parallel training.
-//! - [`optim`]: [`AdamW`] with saveable state, the warmup + cosine schedule,
+//! - [`optim`] — [`AdamW`] with saveable state, the warmup + cosine schedule,
 //!   clipping, and flat-gradient access for all-reduce.
-//! - [`checkpoint`]: atomic `step-NNNNNN/` directories and
+//! - [`checkpoint`] — atomic `step-NNNNNN/` directories and
 //!   [`latest_checkpoint`].
-//! - [`error`]: [`ModelError`], [`CheckpointError`].
+//! - [`error`] — [`ModelError`], [`CheckpointError`].
 //!
 //! Variable names (stable checkpoint keys, PyTorch `state_dict` style):
 //! `encoder.input.embedding.weight` or `encoder.input.conv.{weight,bias}` +
@@ -51,16 +51,17 @@ pub mod error;
 pub mod heads;
 mod layers;
 pub mod loss;
-pub mod optim;
 #[cfg(test)]
 mod model_tests;
+pub mod optim;
 
 pub use checkpoint::{
-    CheckpointState, RngState, latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
-    read_checkpoint_state, save_checkpoint,
+    CheckpointState, RngState, latest_checkpoint, list_checkpoints, load_checkpoint,
+    prune_checkpoints, read_checkpoint_state, save_checkpoint,
 };
 pub use config::{
-    Direction, InputEncoding, MASK_TOKEN, ModelConfig, NUM_TOKENS, NUM_VALUES, NormKind, PAD_TOKEN, Precision,
+    Direction, InputEncoding, MASK_TOKEN, ModelConfig, NUM_TOKENS, NUM_VALUES, NormKind, PAD_TOKEN,
+    Precision,
 };
 pub use encoder::{Encoder, EncoderInput};
 pub use error::{CheckpointError, ModelError};
@@ -74,7 +75,10 @@ pub use tch;
 pub fn libtorch_summary() -> String {
     let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
     let s = t.sum(tch::Kind::Float).double_value(&[]);
-    format!("libtorch ok (sum check {s}), cuda available: {}", tch::Cuda::is_available())
+    format!(
+        "libtorch ok (sum check {s}), cuda available: {}",
+        tch::Cuda::is_available()
+    )
 }
 
 #[cfg(test)]

@@ -25,19 +25,27 @@ pub struct LossStats {
 impl LossStats {
     /// Mean loss per counted position; 0 when nothing was counted.
     pub fn mean(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.sum.double_value(&[]) / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum.double_value(&[]) / self.count as f64
+        }
     }
 
     /// Fraction of counted positions predicted correctly; 0 when none.
     pub fn accuracy(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.correct as f64 / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.count as f64
+        }
     }
 }
 
 /// Summed cross-entropy and accuracy of already selected predictions.
 ///
 /// # Shapes
-/// `logits`: [M, K] float, `targets`: [M] int64 in `0..K`.
+/// `logits`: [M, K] float, `targets`: `[M]` int64 in `0..K`.
 pub fn cross_entropy_stats(logits: &Tensor, targets: &Tensor) -> Result<LossStats, ModelError> {
     let (m, k) = logits.size2().map_err(|_| ModelError::Shape {
         what: "logits",
@@ -46,7 +54,11 @@ pub fn cross_entropy_stats(logits: &Tensor, targets: &Tensor) -> Result<LossStat
     })?;
     let targets = integer_input(targets, "targets", "[M]", 1, logits.device())?;
     if targets.size() != [m] {
-        return Err(ModelError::Shape { what: "targets", expected: format!("[{m}]"), got: targets.size() });
+        return Err(ModelError::Shape {
+            what: "targets",
+            expected: format!("[{m}]"),
+            got: targets.size(),
+        });
     }
     check_range(&targets, "targets", 0, k - 1)?;
     // Losses in at least f32 whatever the compute precision was.
@@ -59,12 +71,20 @@ pub fn cross_entropy_stats(logits: &Tensor, targets: &Tensor) -> Result<LossStat
     let correct = if m == 0 {
         0
     } else {
-        logits.f_argmax(1, false)?.f_eq_tensor(&targets)?.f_sum(Kind::Int64)?.f_int64_value(&[])?
+        logits
+            .f_argmax(1, false)?
+            .f_eq_tensor(&targets)?
+            .f_sum(Kind::Int64)?
+            .f_int64_value(&[])?
     };
-    Ok(LossStats { sum, count: m, correct })
+    Ok(LossStats {
+        sum,
+        count: m,
+        correct,
+    })
 }
 
-/// Row-major indices of the true entries of a bool [N, L] mask, as int64 [M].
+/// Row-major indices of the true entries of a bool [N, L] mask, as int64 `[M]`.
 pub(crate) fn selected_positions(mask: &Tensor) -> Result<Tensor, ModelError> {
     Ok(mask.f_flatten(0, -1)?.f_nonzero()?.f_squeeze_dim(1)?)
 }
@@ -82,16 +102,26 @@ pub fn token_loss(
 ) -> Result<LossStats, ModelError> {
     let size = logits.size();
     if size.len() != 3 || size[1] != NUM_VALUES {
-        return Err(ModelError::Shape { what: "logits", expected: "[N, 41, L]".into(), got: size });
+        return Err(ModelError::Shape {
+            what: "logits",
+            expected: "[N, 41, L]".into(),
+            got: size,
+        });
     }
     let (n, l) = (size[0], size[2]);
     let device = logits.device();
     let targets = integer_input(targets, "targets", "[N, L]", 2, device)?;
     if targets.size() != [n, l] {
-        return Err(ModelError::Shape { what: "targets", expected: format!("[{n}, {l}]"), got: targets.size() });
+        return Err(ModelError::Shape {
+            what: "targets",
+            expected: format!("[{n}, {l}]"),
+            got: targets.size(),
+        });
     }
     let positions = selected_positions(&bool_mask(loss_mask, "loss_mask", &[n, l], device)?)?;
-    let logits = logits.f_permute([0, 2, 1])?.f_reshape([n * l, NUM_VALUES])?; // [N*L, 41]
+    let logits = logits
+        .f_permute([0, 2, 1])?
+        .f_reshape([n * l, NUM_VALUES])?; // [N*L, 41]
     cross_entropy_stats(
         &logits.f_index_select(0, &positions)?, // [M, 41]
         &targets.f_flatten(0, -1)?.f_index_select(0, &positions)?, // [M]
@@ -101,7 +131,7 @@ pub fn token_loss(
 /// Cross-entropy of sequence classification.
 ///
 /// # Shapes
-/// `logits`: [N, K], `labels`: [N] (integer, in `0..K`).
+/// `logits`: [N, K], `labels`: `[N]` (integer, in `0..K`).
 pub fn classification_loss(logits: &Tensor, labels: &Tensor) -> Result<LossStats, ModelError> {
     cross_entropy_stats(logits, labels)
 }
@@ -152,7 +182,10 @@ mod tests {
         assert!((stats.mean() - (41f64).ln()).abs() < 1e-5);
         // A target of 41 (MASK) on a loss position is an error, not a silent clamp.
         let bad = targets.full_like(41);
-        assert!(matches!(token_loss(&logits, &bad, &mask), Err(ModelError::OutOfRange { .. })));
+        assert!(matches!(
+            token_loss(&logits, &bad, &mask),
+            Err(ModelError::OutOfRange { .. })
+        ));
         assert!(matches!(
             token_loss(&logits, &targets.to_kind(Kind::Float), &mask),
             Err(ModelError::Kind { .. })

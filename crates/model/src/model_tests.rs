@@ -61,7 +61,6 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// this lock so that parallel tests do not interleave their draws.
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[must_use]
 fn setup(seed: i64) -> std::sync::MutexGuard<'static, ()> {
     let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
@@ -77,21 +76,35 @@ fn padding_invariance() {
         let mut classifier = Classifier::new(&config, 3, CPU).unwrap();
         classifier.load_encoder_from(model.var_store()).unwrap();
         // Values and MASK ids only (no PAD) inside the rows.
-        let rows: Vec<Tensor> = [20i64, 33, 27].iter().map(|&l| random_ids(MASK_TOKEN + 1, &[l])).collect();
+        let rows: Vec<Tensor> = [20i64, 33, 27]
+            .iter()
+            .map(|&l| random_ids(MASK_TOKEN + 1, &[l]))
+            .collect();
         let (tokens, lengths) = pad_rows(&rows, 40);
         let batched = model.features(&tokens, &lengths, false).unwrap(); // [3, C, 40]
         let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [3, C]
         for (i, row) in rows.iter().enumerate() {
             let l = row.size()[0];
-            let alone = model.features(&row.unsqueeze(0), &Tensor::from_slice(&[l]), false).unwrap();
+            let alone = model
+                .features(&row.unsqueeze(0), &Tensor::from_slice(&[l]), false)
+                .unwrap();
             let inside = batched.get(i as i64).narrow(1, 0, l);
             let d = max_diff(&alone.get(0), &inside);
             assert!(d < 1e-5, "{config:?}: row {i} differs by {d} when padded");
             let padding = batched.get(i as i64).narrow(1, l, 40 - l);
-            assert_eq!(padding.abs().max().double_value(&[]), 0.0, "padded features not zero");
-            let alone_pooled = classifier.pooled(&row.unsqueeze(0), &Tensor::from_slice(&[l]), false).unwrap();
+            assert_eq!(
+                padding.abs().max().double_value(&[]),
+                0.0,
+                "padded features not zero"
+            );
+            let alone_pooled = classifier
+                .pooled(&row.unsqueeze(0), &Tensor::from_slice(&[l]), false)
+                .unwrap();
             let d = max_diff(&alone_pooled.get(0), &pooled.get(i as i64));
-            assert!(d < 1e-5, "{config:?}: pooled row {i} differs by {d} when padded");
+            assert!(
+                d < 1e-5,
+                "{config:?}: pooled row {i} differs by {d} when padded"
+            );
         }
     }
 }
@@ -105,15 +118,25 @@ fn causal_outputs_ignore_the_future() {
             let model = PretrainModel::new(&tiny(input, direction, NormKind::Layer), CPU).unwrap();
             let tokens = random_ids(MASK_TOKEN + 1, &[2, 40]);
             let changed = tokens.copy();
-            changed.narrow(1, t + 1, 40 - t - 1).copy_(&random_ids(MASK_TOKEN + 1, &[2, 40 - t - 1]));
+            changed
+                .narrow(1, t + 1, 40 - t - 1)
+                .copy_(&random_ids(MASK_TOKEN + 1, &[2, 40 - t - 1]));
             let lengths = Tensor::from_slice(&[40i64, 40]);
-            let a = model.forward_t(&tokens, &lengths, false).unwrap().narrow(2, 0, t + 1);
-            let b = model.forward_t(&changed, &lengths, false).unwrap().narrow(2, 0, t + 1);
+            let a = model
+                .forward_t(&tokens, &lengths, false)
+                .unwrap()
+                .narrow(2, 0, t + 1);
+            let b = model
+                .forward_t(&changed, &lengths, false)
+                .unwrap()
+                .narrow(2, 0, t + 1);
             let d = max_diff(&a, &b);
             match direction {
                 Direction::Causal => assert!(d <= 1e-6, "{input:?}: position ≤ {t} moved by {d}"),
                 // The check can fail: a bidirectional model does see t + 1.
-                Direction::Bidirectional => assert!(d > 1e-4, "{input:?}: bidirectional blind to the future"),
+                Direction::Bidirectional => {
+                    assert!(d > 1e-4, "{input:?}: bidirectional blind to the future")
+                }
             }
         }
     }
@@ -122,38 +145,96 @@ fn causal_outputs_ignore_the_future() {
 #[test]
 fn forward_shapes_and_input_errors() {
     let _rng = setup(2);
-    let config = tiny(InputEncoding::Embedding, Direction::Bidirectional, NormKind::Group);
+    let config = tiny(
+        InputEncoding::Embedding,
+        Direction::Bidirectional,
+        NormKind::Group,
+    );
     let model = PretrainModel::new(&config, CPU).unwrap();
     let classifier = Classifier::new(&config, 5, CPU).unwrap();
     let (tokens, lengths) = pad_rows(&[random_ids(41, &[9]), random_ids(41, &[12])], 12);
-    assert_eq!(model.features(&tokens, &lengths, true).unwrap().size(), [2, 8, 12]);
-    assert_eq!(model.forward_t(&tokens, &lengths, true).unwrap().size(), [2, 41, 12]);
-    assert_eq!(classifier.pooled(&tokens, &lengths, true).unwrap().size(), [2, 8]);
-    assert_eq!(classifier.forward_t(&tokens, &lengths, true).unwrap().size(), [2, 5]);
+    assert_eq!(
+        model.features(&tokens, &lengths, true).unwrap().size(),
+        [2, 8, 12]
+    );
+    assert_eq!(
+        model.forward_t(&tokens, &lengths, true).unwrap().size(),
+        [2, 41, 12]
+    );
+    assert_eq!(
+        classifier.pooled(&tokens, &lengths, true).unwrap().size(),
+        [2, 8]
+    );
+    assert_eq!(
+        classifier
+            .forward_t(&tokens, &lengths, true)
+            .unwrap()
+            .size(),
+        [2, 5]
+    );
     // u8 and u32-like columns are accepted as they come from Arrow.
     let u8_tokens = tokens.to_kind(Kind::Uint8);
     let int_lengths = lengths.to_kind(Kind::Int);
-    assert_eq!(model.forward_t(&u8_tokens, &int_lengths, false).unwrap().size(), [2, 41, 12]);
+    assert_eq!(
+        model
+            .forward_t(&u8_tokens, &int_lengths, false)
+            .unwrap()
+            .size(),
+        [2, 41, 12]
+    );
 
     let shape = |r: Result<Tensor, ModelError>| matches!(r, Err(ModelError::Shape { .. }));
     let kind = |r: Result<Tensor, ModelError>| matches!(r, Err(ModelError::Kind { .. }));
     let range = |r: Result<Tensor, ModelError>| matches!(r, Err(ModelError::OutOfRange { .. }));
     assert!(shape(model.forward_t(&tokens.view([-1]), &lengths, false)));
-    assert!(shape(model.forward_t(&tokens, &Tensor::from_slice(&[9i64]), false)));
-    assert!(kind(model.forward_t(&tokens.to_kind(Kind::Float), &lengths, false)));
-    assert!(kind(model.forward_t(&tokens, &lengths.to_kind(Kind::Float), false)));
-    assert!(range(model.forward_t(&tokens.full_like(43), &lengths, false)));
-    assert!(range(model.forward_t(&tokens, &Tensor::from_slice(&[0i64, 12]), false)));
-    assert!(range(model.forward_t(&tokens, &Tensor::from_slice(&[9i64, 13]), false)));
+    assert!(shape(model.forward_t(
+        &tokens,
+        &Tensor::from_slice(&[9i64]),
+        false
+    )));
+    assert!(kind(model.forward_t(
+        &tokens.to_kind(Kind::Float),
+        &lengths,
+        false
+    )));
+    assert!(kind(model.forward_t(
+        &tokens,
+        &lengths.to_kind(Kind::Float),
+        false
+    )));
+    assert!(range(model.forward_t(
+        &tokens.full_like(43),
+        &lengths,
+        false
+    )));
+    assert!(range(model.forward_t(
+        &tokens,
+        &Tensor::from_slice(&[0i64, 12]),
+        false
+    )));
+    assert!(range(model.forward_t(
+        &tokens,
+        &Tensor::from_slice(&[9i64, 13]),
+        false
+    )));
     let labels = Tensor::from_slice(&[0i64, 5]);
-    assert!(matches!(classifier.loss(&tokens, &lengths, &labels, false), Err(ModelError::OutOfRange { .. })));
+    assert!(matches!(
+        classifier.loss(&tokens, &lengths, &labels, false),
+        Err(ModelError::OutOfRange { .. })
+    ));
     let mask = tokens.lt(5);
     assert!(matches!(
         model.loss(&tokens, &lengths, &tokens.narrow(1, 0, 6), &mask, false),
         Err(ModelError::Shape { .. })
     ));
     assert!(matches!(
-        model.loss(&tokens, &lengths, &tokens, &mask.to_kind(Kind::Float), false),
+        model.loss(
+            &tokens,
+            &lengths,
+            &tokens,
+            &mask.to_kind(Kind::Float),
+            false
+        ),
         Err(ModelError::Kind { .. })
     ));
 }
@@ -173,7 +254,11 @@ fn set(vars: &HashMap<String, Tensor>, name: &str, i: i64, v: f64) {
 fn gradients_match_finite_differences() {
     let _rng = setup(3);
     let configs = [
-        tiny(InputEncoding::Embedding, Direction::Bidirectional, NormKind::Group),
+        tiny(
+            InputEncoding::Embedding,
+            Direction::Bidirectional,
+            NormKind::Group,
+        ),
         tiny(InputEncoding::Scalar, Direction::Causal, NormKind::Layer),
     ];
     for config in configs {
@@ -182,7 +267,12 @@ fn gradients_match_finite_differences() {
         let (tokens, lengths) = pad_rows(&[random_ids(42, &[14]), random_ids(42, &[10])], 16);
         let targets = random_ids(NUM_VALUES, &[2, 16]);
         let loss_mask = Tensor::rand([2, 16], (Kind::Float, CPU)).lt(0.5);
-        let loss = || model.loss(&tokens, &lengths, &targets, &loss_mask, true).unwrap().sum;
+        let loss = || {
+            model
+                .loss(&tokens, &lengths, &targets, &loss_mask, true)
+                .unwrap()
+                .sum
+        };
 
         let vars = model.var_store().variables();
         for t in vars.values() {
@@ -190,7 +280,10 @@ fn gradients_match_finite_differences() {
         }
         loss().backward();
         let first_input = match config.input {
-            InputEncoding::Embedding => ("encoder.input.embedding.weight", tokens.int64_value(&[0, 0]) * 8 + 3),
+            InputEncoding::Embedding => (
+                "encoder.input.embedding.weight",
+                tokens.int64_value(&[0, 0]) * 8 + 3,
+            ),
             InputEncoding::Scalar => ("encoder.input.conv.weight", 5),
         };
         let probes = [
@@ -217,7 +310,10 @@ fn gradients_match_finite_differences() {
                 "{:?} {name}[{i}]: autograd {analytic}, finite difference {numeric}",
                 config.input
             );
-            assert!(analytic != 0.0, "{name}[{i}] has zero gradient; probe elsewhere");
+            assert!(
+                analytic != 0.0,
+                "{name}[{i}] has zero gradient; probe elsewhere"
+            );
         }
     }
 }
@@ -225,14 +321,24 @@ fn gradients_match_finite_differences() {
 #[test]
 fn model_loss_uses_loss_positions_only() {
     let _rng = setup(4);
-    let config = tiny(InputEncoding::Embedding, Direction::Bidirectional, NormKind::Layer);
+    let config = tiny(
+        InputEncoding::Embedding,
+        Direction::Bidirectional,
+        NormKind::Layer,
+    );
     let model = PretrainModel::new(&config, CPU).unwrap();
     let (tokens, lengths) = pad_rows(&[random_ids(42, &[20]), random_ids(42, &[15])], 20);
     let targets = random_ids(NUM_VALUES, &[2, 20]);
-    let loss_mask = Tensor::rand([2, 20], (Kind::Float, CPU)).lt(0.3).logical_and(&tokens.lt(NUM_VALUES + 1));
-    let base = model.loss(&tokens, &lengths, &targets, &loss_mask, false).unwrap();
+    let loss_mask = Tensor::rand([2, 20], (Kind::Float, CPU))
+        .lt(0.3)
+        .logical_and(&tokens.lt(NUM_VALUES + 1));
+    let base = model
+        .loss(&tokens, &lengths, &targets, &loss_mask, false)
+        .unwrap();
     let garbage = targets.where_self(&loss_mask, &Tensor::from(PAD_TOKEN));
-    let same = model.loss(&tokens, &lengths, &garbage, &loss_mask, false).unwrap();
+    let same = model
+        .loss(&tokens, &lengths, &garbage, &loss_mask, false)
+        .unwrap();
     assert_eq!(base.sum.double_value(&[]), same.sum.double_value(&[]));
     assert_eq!((base.count, base.correct), (same.count, same.correct));
     assert_eq!(base.count, loss_mask.sum(Kind::Int64).int64_value(&[]));
@@ -250,7 +356,9 @@ fn train_step(model: &PretrainModel, opt: &mut AdamW, seed: i64) -> StepStats {
     let targets = random_ids(NUM_VALUES, &[2, 18]);
     let loss_mask = Tensor::rand([2, 18], (Kind::Float, CPU)).lt(0.5);
     opt.zero_grad();
-    let loss = model.loss(&tokens, &lengths, &targets, &loss_mask, true).unwrap();
+    let loss = model
+        .loss(&tokens, &lengths, &targets, &loss_mask, true)
+        .unwrap();
     (&loss.sum / loss.count as f64).backward();
     opt.step().unwrap()
 }
@@ -264,26 +372,41 @@ fn assert_same_variables(a: &tch::nn::VarStore, b: &tch::nn::VarStore) {
 }
 
 fn opt_config() -> AdamWConfig {
-    AdamWConfig { lr: 1e-2, warmup_steps: 2, total_steps: 10, max_grad_norm: 0.5, ..Default::default() }
+    AdamWConfig {
+        lr: 1e-2,
+        warmup_steps: 2,
+        total_steps: 10,
+        max_grad_norm: 0.5,
+        ..Default::default()
+    }
 }
 
 #[test]
 fn adamw_resume_is_exact() {
     let _rng = setup(5);
     let dir = tempfile::tempdir().unwrap();
-    let config = ModelConfig { dropout: 0.1, ..tiny(InputEncoding::Scalar, Direction::Causal, NormKind::Layer) };
+    let config = ModelConfig {
+        dropout: 0.1,
+        ..tiny(InputEncoding::Scalar, Direction::Causal, NormKind::Layer)
+    };
     let model = PretrainModel::new(&config, CPU).unwrap();
     let mut opt = AdamW::new(model.var_store(), opt_config());
     for s in 0..3 {
         train_step(&model, &mut opt, 100 + s);
     }
-    model.var_store().save(dir.path().join("m.safetensors")).unwrap();
+    model
+        .var_store()
+        .save(dir.path().join("m.safetensors"))
+        .unwrap();
     opt.save(&dir.path().join("o.safetensors")).unwrap();
     let uninterrupted = train_step(&model, &mut opt, 103);
 
     tch::manual_seed(999);
     let mut resumed = PretrainModel::new(&config, CPU).unwrap();
-    resumed.var_store_mut().load(dir.path().join("m.safetensors")).unwrap();
+    resumed
+        .var_store_mut()
+        .load(dir.path().join("m.safetensors"))
+        .unwrap();
     let mut opt2 = AdamW::new(resumed.var_store(), opt_config());
     opt2.load(&dir.path().join("o.safetensors")).unwrap();
     assert_eq!(opt2.step_count(), 3);
@@ -293,7 +416,15 @@ fn adamw_resume_is_exact() {
     assert!(uninterrupted.grad_norm > 0.0);
 
     // State of another parameter set is refused.
-    let other = PretrainModel::new(&ModelConfig { width: 4, norm_groups: 2, ..config }, CPU).unwrap();
+    let other = PretrainModel::new(
+        &ModelConfig {
+            width: 4,
+            norm_groups: 2,
+            ..config
+        },
+        CPU,
+    )
+    .unwrap();
     let mut opt3 = AdamW::new(other.var_store(), opt_config());
     assert!(opt3.load(&dir.path().join("o.safetensors")).is_err());
 }
@@ -301,11 +432,18 @@ fn adamw_resume_is_exact() {
 #[test]
 fn flat_gradient_step_equals_plain_step() {
     let _rng = setup(6);
-    let config = tiny(InputEncoding::Embedding, Direction::Bidirectional, NormKind::Group);
+    let config = tiny(
+        InputEncoding::Embedding,
+        Direction::Bidirectional,
+        NormKind::Group,
+    );
     let a = PretrainModel::new(&config, CPU).unwrap();
     tch::manual_seed(6);
     let b = PretrainModel::new(&config, CPU).unwrap();
-    let (mut oa, mut ob) = (AdamW::new(a.var_store(), opt_config()), AdamW::new(b.var_store(), opt_config()));
+    let (mut oa, mut ob) = (
+        AdamW::new(a.var_store(), opt_config()),
+        AdamW::new(b.var_store(), opt_config()),
+    );
     let sa = train_step(&a, &mut oa, 7);
 
     tch::manual_seed(7);
@@ -313,7 +451,9 @@ fn flat_gradient_step_equals_plain_step() {
     let targets = random_ids(NUM_VALUES, &[2, 18]);
     let loss_mask = Tensor::rand([2, 18], (Kind::Float, CPU)).lt(0.5);
     ob.zero_grad();
-    let loss = b.loss(&tokens, &lengths, &targets, &loss_mask, true).unwrap();
+    let loss = b
+        .loss(&tokens, &lengths, &targets, &loss_mask, true)
+        .unwrap();
     loss.sum.backward();
     // What a data-parallel rank does: flatten, all-reduce (here: nothing),
     // divide by the token count, step.
@@ -326,9 +466,15 @@ fn flat_gradient_step_equals_plain_step() {
         let d = max_diff(&t, &b.var_store().variables()[&name]);
         assert!(d < 1e-6, "{name} differs by {d}");
     }
-    assert!(matches!(ob.step_with_flat_gradients(&flat.narrow(0, 0, 3)), Err(ModelError::Shape { .. })));
+    assert!(matches!(
+        ob.step_with_flat_gradients(&flat.narrow(0, 0, 3)),
+        Err(ModelError::Shape { .. })
+    ));
     let nan = flat.full_like(f64::NAN);
-    assert!(matches!(ob.step_with_flat_gradients(&nan), Err(ModelError::NonFiniteGradient(_))));
+    assert!(matches!(
+        ob.step_with_flat_gradients(&nan),
+        Err(ModelError::NonFiniteGradient(_))
+    ));
     assert_eq!(ob.step_count(), 1, "a refused step changes nothing");
 }
 
@@ -336,9 +482,17 @@ fn flat_gradient_step_equals_plain_step() {
 fn adamw_matches_the_formula() {
     let _rng = setup(7);
     let vs = tch::nn::VarStore::new(CPU);
-    let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]));
+    let w = vs
+        .root()
+        .var_copy("w", &Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]));
     let b = vs.root().var_copy("b", &Tensor::from_slice(&[1.0f32]));
-    let config = AdamWConfig { lr: 0.1, weight_decay: 0.5, warmup_steps: 0, max_grad_norm: 0.0, ..Default::default() };
+    let config = AdamWConfig {
+        lr: 0.1,
+        weight_decay: 0.5,
+        warmup_steps: 0,
+        max_grad_norm: 0.0,
+        ..Default::default()
+    };
     let mut opt = AdamW::new(&vs, config);
     assert_eq!(opt.parameter_names(), ["b", "w"]);
     let loss = (&w * Tensor::from_slice(&[0.5f32, -1.0]).view([1, 2])).sum(Kind::Float) + &b * 3.0;
@@ -355,7 +509,13 @@ fn adamw_matches_the_formula() {
 
 #[test]
 fn learning_rate_schedule() {
-    let c = AdamWConfig { lr: 1.0, warmup_steps: 4, total_steps: 14, min_lr_ratio: 0.1, ..Default::default() };
+    let c = AdamWConfig {
+        lr: 1.0,
+        warmup_steps: 4,
+        total_steps: 14,
+        min_lr_ratio: 0.1,
+        ..Default::default()
+    };
     assert_eq!(c.lr_at(0), 0.25);
     assert_eq!(c.lr_at(3), 1.0);
     assert_eq!(c.lr_at(4), 1.0);
@@ -363,7 +523,12 @@ fn learning_rate_schedule() {
     assert!((c.lr_at(14) - 0.1).abs() < 1e-12);
     assert!((c.lr_at(1000) - 0.1).abs() < 1e-12);
     assert!(c.lr_at(5) < c.lr_at(4) && c.lr_at(10) < c.lr_at(9));
-    let constant = AdamWConfig { lr: 1.0, warmup_steps: 0, total_steps: 0, ..Default::default() };
+    let constant = AdamWConfig {
+        lr: 1.0,
+        warmup_steps: 0,
+        total_steps: 0,
+        ..Default::default()
+    };
     assert_eq!(constant.lr_at(12345), 1.0);
 }
 
@@ -392,7 +557,11 @@ fn checkpoint_round_trip_and_half_written_ignored() {
     // Half-written or foreign directories around it.
     let ahead = run.join("step-000009");
     std::fs::create_dir(&ahead).unwrap();
-    std::fs::copy(dir.join("model.safetensors"), ahead.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        dir.join("model.safetensors"),
+        ahead.join("model.safetensors"),
+    )
+    .unwrap();
     let torn = run.join("step-000008");
     std::fs::create_dir(&torn).unwrap();
     for f in ["model.safetensors", "optimizer.safetensors"] {
@@ -411,7 +580,8 @@ fn checkpoint_round_trip_and_half_written_ignored() {
     tch::manual_seed(77);
     let mut restored = PretrainModel::new(&config, CPU).unwrap();
     let mut opt2 = AdamW::new(restored.var_store(), opt_config());
-    let back: CheckpointState = load_checkpoint(&dir, restored.var_store_mut(), Some(&mut opt2)).unwrap();
+    let back: CheckpointState =
+        load_checkpoint(&dir, restored.var_store_mut(), Some(&mut opt2)).unwrap();
     assert_eq!(back, state);
     assert_eq!(back.training["task"], "next");
     assert_same_variables(model.var_store(), restored.var_store());
@@ -430,13 +600,20 @@ fn checkpoint_round_trip_and_half_written_ignored() {
     let removed = prune_checkpoints(run, 1).unwrap();
     assert!(removed.contains(&dir) && removed.contains(&tmp));
     assert_eq!(list_checkpoints(run).unwrap(), vec![(2, second)]);
-    assert!(ahead.exists() && torn.exists(), "incomplete step dirs are left for inspection");
+    assert!(
+        ahead.exists() && torn.exists(),
+        "incomplete step dirs are left for inspection"
+    );
 }
 
 #[test]
 fn classifier_takes_the_pretrained_encoder() {
     let _rng = setup(9);
-    let config = tiny(InputEncoding::Embedding, Direction::Bidirectional, NormKind::Group);
+    let config = tiny(
+        InputEncoding::Embedding,
+        Direction::Bidirectional,
+        NormKind::Group,
+    );
     let pretrained = PretrainModel::new(&config, CPU).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("model.safetensors");
@@ -454,13 +631,27 @@ fn classifier_takes_the_pretrained_encoder() {
     assert_eq!(fresh_head.len(), 2);
     let (tokens, lengths) = pad_rows(&[random_ids(42, &[16]), random_ids(42, &[11])], 16);
     let expected = pretrained.features(&tokens, &lengths, false).unwrap();
-    let before = classifier.encoder().forward_t(&tokens, &lengths, false).unwrap();
-    assert!(max_diff(&before, &expected) > 1e-3, "fresh encoder already equal");
+    let before = classifier
+        .encoder()
+        .forward_t(&tokens, &lengths, false)
+        .unwrap();
+    assert!(
+        max_diff(&before, &expected) > 1e-3,
+        "fresh encoder already equal"
+    );
 
     let copied = classifier.load_encoder(&weights).unwrap();
-    let encoder_vars = pretrained.var_store().variables().keys().filter(|n| n.starts_with(ENCODER_PREFIX)).count();
+    let encoder_vars = pretrained
+        .var_store()
+        .variables()
+        .keys()
+        .filter(|n| n.starts_with(ENCODER_PREFIX))
+        .count();
     assert_eq!(copied, encoder_vars);
-    let after = classifier.encoder().forward_t(&tokens, &lengths, false).unwrap();
+    let after = classifier
+        .encoder()
+        .forward_t(&tokens, &lengths, false)
+        .unwrap();
     assert_eq!(max_diff(&after, &expected), 0.0);
     let vars = classifier.var_store().variables();
     for (name, t) in &fresh_head {
@@ -471,31 +662,56 @@ fn classifier_takes_the_pretrained_encoder() {
     // Linear probe: only the head trains.
     classifier.freeze_encoder();
     let mut opt = AdamW::new(classifier.var_store(), opt_config());
-    assert_eq!(opt.parameter_names(), ["classifier_head.bias", "classifier_head.weight"]);
-    let loss = classifier.loss(&tokens, &lengths, &Tensor::from_slice(&[0i64, 2]), true).unwrap();
+    assert_eq!(
+        opt.parameter_names(),
+        ["classifier_head.bias", "classifier_head.weight"]
+    );
+    let loss = classifier
+        .loss(&tokens, &lengths, &Tensor::from_slice(&[0i64, 2]), true)
+        .unwrap();
     assert_eq!(loss.count, 2);
     opt.zero_grad();
     loss.sum.backward();
     opt.step().unwrap();
-    let probed = classifier.encoder().forward_t(&tokens, &lengths, false).unwrap();
+    let probed = classifier
+        .encoder()
+        .forward_t(&tokens, &lengths, false)
+        .unwrap();
     assert_eq!(max_diff(&probed, &expected), 0.0);
-    assert!(!classifier.var_store().variables()["classifier_head.bias"].equal(&fresh_head[0].1.zeros_like()));
+    assert!(
+        !classifier.var_store().variables()["classifier_head.bias"]
+            .equal(&fresh_head[0].1.zeros_like())
+    );
 
     // A file without the encoder is refused, naming the variable.
     let other = Classifier::new(&config, 3, CPU).unwrap();
     let head_only = dir.path().join("head.safetensors");
     other.var_store().save(&head_only).unwrap();
     let mut narrow = Classifier::new(&ModelConfig { width: 4, ..config }, 3, CPU).unwrap();
-    assert!(matches!(narrow.load_encoder(&weights), Err(ModelError::VariableShape { .. })));
+    assert!(matches!(
+        narrow.load_encoder(&weights),
+        Err(ModelError::VariableShape { .. })
+    ));
     let empty = dir.path().join("empty.safetensors");
-    Tensor::write_safetensors(&[("token_head.bias", Tensor::zeros([41], (Kind::Float, CPU)))], &empty).unwrap();
-    assert!(matches!(classifier.load_encoder(&empty), Err(ModelError::MissingVariable { .. })));
+    Tensor::write_safetensors(
+        &[("token_head.bias", Tensor::zeros([41], (Kind::Float, CPU)))],
+        &empty,
+    )
+    .unwrap();
+    assert!(matches!(
+        classifier.load_encoder(&empty),
+        Err(ModelError::MissingVariable { .. })
+    ));
 }
 
 #[test]
 fn bf16_compute_stays_close_and_trains_f32_weights() {
     let _rng = setup(11);
-    let config = tiny(InputEncoding::Scalar, Direction::Bidirectional, NormKind::Group);
+    let config = tiny(
+        InputEncoding::Scalar,
+        Direction::Bidirectional,
+        NormKind::Group,
+    );
     let mut model = PretrainModel::new(&config, CPU).unwrap();
     let (tokens, lengths) = pad_rows(&[random_ids(42, &[16]), random_ids(42, &[11])], 16);
     let full = model.forward_t(&tokens, &lengths, false).unwrap();
@@ -507,15 +723,62 @@ fn bf16_compute_stays_close_and_trains_f32_weights() {
     let mut opt = AdamW::new(model.var_store(), opt_config());
     let stats = train_step(&model, &mut opt, 3);
     assert!(stats.grad_norm.is_finite() && stats.grad_norm > 0.0);
-    assert!(model.var_store().variables().values().all(|t| t.kind() == Kind::Float));
+    assert!(
+        model
+            .var_store()
+            .variables()
+            .values()
+            .all(|t| t.kind() == Kind::Float)
+    );
 }
 
 #[test]
 fn rng_state_is_reproducible() {
     let mut a = RngState::new(5);
     let draws: Vec<u64> = (0..3).map(|_| a.next_seed()).collect();
-    let mut b = RngState { seed: 5, counter: 1 };
+    let mut b = RngState {
+        seed: 5,
+        counter: 1,
+    };
     assert_eq!(b.next_seed(), draws[1]);
     assert_eq!(a.counter, 3);
     assert_ne!(draws[0], draws[1]);
+}
+
+/// Throughput of one training step at the default width and depth
+/// (`cargo test -p pretext-model --release -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing, not a check"]
+fn bench_default_step() {
+    let _rng = setup(12);
+    let threads = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    tch::set_num_threads(threads);
+    let model = PretrainModel::new(&ModelConfig::default(), CPU).unwrap();
+    let mut opt = AdamW::new(model.var_store(), AdamWConfig::default());
+    let (n, l) = (8i64, 2048i64);
+    let tokens = random_ids(NUM_VALUES, &[n, l]);
+    let lengths = Tensor::full([n], l, (Kind::Int64, CPU));
+    let loss_mask = Tensor::rand([n, l], (Kind::Float, CPU)).lt(0.15);
+    let mut step = || {
+        opt.zero_grad();
+        let loss = model
+            .loss(&tokens, &lengths, &tokens, &loss_mask, true)
+            .unwrap();
+        (&loss.sum / loss.count as f64).backward();
+        opt.step().unwrap();
+    };
+    step();
+    let start = std::time::Instant::now();
+    let steps = 3;
+    for _ in 0..steps {
+        step();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{threads} thread(s): {:.0} tokens/s",
+        (steps * n * l) as f64 / secs
+    );
 }

@@ -61,8 +61,9 @@ impl AdamWConfig {
         if self.total_steps <= self.warmup_steps {
             return self.lr;
         }
-        let progress =
-            ((step - self.warmup_steps) as f64 / (self.total_steps - self.warmup_steps) as f64).min(1.0);
+        let progress = ((step - self.warmup_steps) as f64
+            / (self.total_steps - self.warmup_steps) as f64)
+            .min(1.0);
         let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
         self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
     }
@@ -97,14 +98,24 @@ impl AdamW {
     /// Tracks the variables of `vs` that require gradients (freeze first,
     /// e.g. [`crate::Classifier::freeze_encoder`], to leave some out).
     pub fn new(vs: &nn::VarStore, config: AdamWConfig) -> Self {
-        let mut named: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut named: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, params): (Vec<_>, Vec<_>) = named.into_iter().unzip();
         let zeros = |p: &Tensor| p.zeros_like().set_requires_grad(false);
         let exp_avg = params.iter().map(zeros).collect();
         let exp_avg_sq = params.iter().map(zeros).collect();
-        Self { config, names, params, exp_avg, exp_avg_sq, step: 0 }
+        Self {
+            config,
+            names,
+            params,
+            exp_avg,
+            exp_avg_sq,
+            step: 0,
+        }
     }
 
     /// The hyper-parameters.
@@ -149,7 +160,11 @@ impl AdamW {
             .iter()
             .map(|p| {
                 let g = p.grad();
-                if g.defined() { g } else { p.zeros_like().set_requires_grad(false) }
+                if g.defined() {
+                    g
+                } else {
+                    p.zeros_like().set_requires_grad(false)
+                }
             })
             .collect()
     }
@@ -157,8 +172,11 @@ impl AdamW {
     /// All gradients concatenated into one 1-D tensor in parameter order (a
     /// copy), for a single all-reduce.
     pub fn flat_gradients(&self) -> Result<Tensor, ModelError> {
-        let flat: Vec<Tensor> =
-            self.gradients().iter().map(|g| g.f_reshape([-1])).collect::<Result<_, _>>()?;
+        let flat: Vec<Tensor> = self
+            .gradients()
+            .iter()
+            .map(|g| g.f_reshape([-1]))
+            .collect::<Result<_, _>>()?;
         Ok(Tensor::f_cat(&flat, 0)?)
     }
 
@@ -188,7 +206,11 @@ impl AdamW {
         }
         for ((g, p), name) in grads.iter().zip(&self.params).zip(&self.names) {
             if g.size() != p.size() {
-                return Err(ModelError::VariableShape { name: name.clone(), stored: g.size(), model: p.size() });
+                return Err(ModelError::VariableShape {
+                    name: name.clone(),
+                    stored: g.size(),
+                    model: p.size(),
+                });
             }
         }
         let grad_norm = global_norm(grads)?;
@@ -196,18 +218,32 @@ impl AdamW {
             return Err(ModelError::NonFiniteGradient(grad_norm));
         }
         let max = self.config.max_grad_norm;
-        let clip = if max > 0.0 && grad_norm > max { max / (grad_norm + 1e-6) } else { 1.0 };
+        let clip = if max > 0.0 && grad_norm > max {
+            max / (grad_norm + 1e-6)
+        } else {
+            1.0
+        };
 
         let lr = self.config.lr_at(self.step);
         let t = (self.step + 1) as i32;
-        let AdamWConfig { beta1, beta2, eps, weight_decay, .. } = self.config;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            ..
+        } = self.config;
         let bias_correction1 = 1.0 - beta1.powi(t);
         let bias_correction2_sqrt = (1.0 - beta2.powi(t)).sqrt();
         tch::no_grad(|| -> Result<(), ModelError> {
             for (i, p) in self.params.iter().enumerate() {
                 let mut p = p.shallow_clone();
                 let g = grads[i].f_to_device(p.device())?.f_to_kind(p.kind())?;
-                let g = if clip != 1.0 { g.f_mul_scalar(clip)? } else { g };
+                let g = if clip != 1.0 {
+                    g.f_mul_scalar(clip)?
+                } else {
+                    g
+                };
                 if weight_decay > 0.0 && p.dim() >= 2 {
                     let _ = p.f_mul_scalar_(1.0 - lr * weight_decay)?;
                 }
@@ -217,13 +253,20 @@ impl AdamW {
                 let v = &mut self.exp_avg_sq[i];
                 let _ = v.f_mul_scalar_(beta2)?;
                 let _ = v.f_add_(&g.f_square()?.f_mul_scalar(1.0 - beta2)?)?;
-                let denom = v.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?.f_add_scalar(eps)?;
+                let denom = v
+                    .f_sqrt()?
+                    .f_div_scalar(bias_correction2_sqrt)?
+                    .f_add_scalar(eps)?;
                 let _ = p.f_sub_(&m.f_div(&denom)?.f_mul_scalar(lr / bias_correction1)?)?;
             }
             Ok(())
         })?;
         self.step += 1;
-        Ok(StepStats { step: self.step, lr, grad_norm })
+        Ok(StepStats {
+            step: self.step,
+            lr,
+            grad_norm,
+        })
     }
 
     /// [`Self::step_with_gradients`] with the gradients as one flat tensor in
@@ -247,12 +290,15 @@ impl AdamW {
     }
 
     /// Writes the moments and the step count as safetensors:
-    /// `exp_avg.{name}`, `exp_avg_sq.{name}` per parameter, `step` (int64 [1]).
+    /// `exp_avg.{name}`, `exp_avg_sq.{name}` per parameter, `step` (int64 `[1]`).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.params.len() + 1);
         for (i, name) in self.names.iter().enumerate() {
             named.push((format!("exp_avg.{name}"), self.exp_avg[i].shallow_clone()));
-            named.push((format!("exp_avg_sq.{name}"), self.exp_avg_sq[i].shallow_clone()));
+            named.push((
+                format!("exp_avg_sq.{name}"),
+                self.exp_avg_sq[i].shallow_clone(),
+            ));
         }
         named.push(("step".into(), Tensor::from_slice(&[self.step as i64])));
         Ok(Tensor::write_safetensors(&named, path)?)
@@ -261,30 +307,44 @@ impl AdamW {
     /// Restores the state written by [`Self::save`] for the same parameter
     /// set; any missing, extra or reshaped buffer is an error.
     pub fn load(&mut self, path: &Path) -> Result<(), ModelError> {
-        let mut named: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+        let mut named: HashMap<String, Tensor> =
+            Tensor::read_safetensors(path)?.into_iter().collect();
         let source_name = path.display().to_string();
-        let step = named.remove("step").ok_or_else(|| ModelError::MissingVariable {
-            name: "step".into(),
-            source_name: source_name.clone(),
-        })?;
+        let step = named
+            .remove("step")
+            .ok_or_else(|| ModelError::MissingVariable {
+                name: "step".into(),
+                source_name: source_name.clone(),
+            })?;
         let step = u64::try_from(step.f_int64_value(&[0])?)
             .map_err(|_| ModelError::OptimizerState("negative step".into()))?;
         let mut restored = Vec::with_capacity(2 * self.params.len());
         for (i, name) in self.names.iter().enumerate() {
-            for (prefix, buffer) in [("exp_avg", &self.exp_avg[i]), ("exp_avg_sq", &self.exp_avg_sq[i])] {
+            for (prefix, buffer) in [
+                ("exp_avg", &self.exp_avg[i]),
+                ("exp_avg_sq", &self.exp_avg_sq[i]),
+            ] {
                 let key = format!("{prefix}.{name}");
-                let t = named.remove(&key).ok_or_else(|| ModelError::MissingVariable {
-                    name: key.clone(),
-                    source_name: source_name.clone(),
-                })?;
+                let t = named
+                    .remove(&key)
+                    .ok_or_else(|| ModelError::MissingVariable {
+                        name: key.clone(),
+                        source_name: source_name.clone(),
+                    })?;
                 if t.size() != buffer.size() {
-                    return Err(ModelError::VariableShape { name: key, stored: t.size(), model: buffer.size() });
+                    return Err(ModelError::VariableShape {
+                        name: key,
+                        stored: t.size(),
+                        model: buffer.size(),
+                    });
                 }
                 restored.push(t.f_to_device(buffer.device())?.f_to_kind(buffer.kind())?);
             }
         }
         if let Some(extra) = named.keys().next() {
-            return Err(ModelError::OptimizerState(format!("{source_name} holds unknown buffer {extra}")));
+            return Err(ModelError::OptimizerState(format!(
+                "{source_name} holds unknown buffer {extra}"
+            )));
         }
         let mut restored = restored.into_iter();
         for i in 0..self.params.len() {
