@@ -4,6 +4,7 @@
 //! - [`validate`]: the row rules of the raw-input contract and their reasons.
 //! - [`input`]: streaming Parquet reader that validates row groups and
 //!   quarantines rejected rows; what every service uses on input.
+//! - [`manifest`]: producers' records of published batches, read by the audit.
 //! - [`report`]: per-file validation reports (`pretext validate`).
 //! - [`synth`]: the synthetic dataset of `pretext gen-data`.
 //! - [`floor`]: the histogram + length classifier, the floor any model must beat.
@@ -11,11 +12,14 @@
 //! - [`bucket`]: length buckets and token-budget batching.
 //! - [`task`]: masked / next / classify targets.
 //! - [`batch`]: the batch type and its Arrow IPC codec.
+//! - [`control`]: control-stream messages, file tasks, and the end-of-data rule.
 
 pub mod batch;
 pub mod bucket;
+pub mod control;
 pub mod floor;
 pub mod input;
+pub mod manifest;
 pub mod report;
 pub mod split;
 pub mod synth;
