@@ -106,20 +106,36 @@ impl Batch {
     ///
     /// # Panics
     /// If a row is longer than `bucket_len` or empty (validation rules these out).
-    pub fn build(task: Task, mask: &MaskConfig, epoch: u32, bucket_len: usize, rows: &[BatchRow]) -> Batch {
+    pub fn build(
+        task: Task,
+        mask: &MaskConfig,
+        epoch: u32,
+        bucket_len: usize,
+        rows: &[BatchRow],
+    ) -> Batch {
         let n = rows.len();
         let l = bucket_len;
         let mut input = vec![0u8; n * l];
         let mut target = vec![0u8; n * l];
         let mut loss_mask = vec![0u8; n * l];
         for (r, row) in rows.iter().enumerate() {
-            assert!(!row.values.is_empty() && row.values.len() <= l, "row does not fit its bucket");
+            assert!(
+                !row.values.is_empty() && row.values.len() <= l,
+                "row does not fit its bucket"
+            );
             let span = r * l..(r + 1) * l;
-            fill_row(task, mask, epoch, &row.seq_id, &row.values, RowOut {
-                input: &mut input[span.clone()],
-                target: &mut target[span.clone()],
-                loss_mask: &mut loss_mask[span],
-            });
+            fill_row(
+                task,
+                mask,
+                epoch,
+                &row.seq_id,
+                &row.values,
+                RowOut {
+                    input: &mut input[span.clone()],
+                    target: &mut target[span.clone()],
+                    loss_mask: &mut loss_mask[span],
+                },
+            );
         }
         Batch {
             task,
@@ -143,7 +159,11 @@ impl Batch {
     pub fn stats(&self) -> BatchStats {
         let real: u64 = self.lengths.iter().map(|&l| u64::from(l)).sum();
         let total = (self.rows() * self.bucket_len) as u64;
-        BatchStats { rows: self.rows() as u64, real_tokens: real, padded_tokens: total - real }
+        BatchStats {
+            rows: self.rows() as u64,
+            real_tokens: real,
+            padded_tokens: total - real,
+        }
     }
 
     /// The deterministic message id: the same batch (task, epoch, bucket and
@@ -158,18 +178,27 @@ impl Batch {
             h.update((id.len() as u64).to_le_bytes());
             h.update(id.as_bytes());
         }
-        h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Headers of the batch message.
     pub fn headers(&self) -> BTreeMap<&'static str, HeaderValue> {
         let s = self.stats();
         BTreeMap::from([
-            (header::SCHEMA_VERSION, HeaderValue::Str(SCHEMA_VERSION.into())),
+            (
+                header::SCHEMA_VERSION,
+                HeaderValue::Str(SCHEMA_VERSION.into()),
+            ),
             (header::TASK, HeaderValue::Str(self.task.as_str().into())),
             (header::ROWS, HeaderValue::Int(s.rows as i64)),
             (header::REAL_TOKENS, HeaderValue::Int(s.real_tokens as i64)),
-            (header::PADDED_TOKENS, HeaderValue::Int(s.padded_tokens as i64)),
+            (
+                header::PADDED_TOKENS,
+                HeaderValue::Int(s.padded_tokens as i64),
+            ),
         ])
     }
 
@@ -199,7 +228,8 @@ impl Batch {
             .expect("compression is compiled in");
         let mut out = Vec::with_capacity(self.input.len() * 3 + 1024);
         {
-            let mut w = StreamWriter::try_new_with_options(&mut out, &schema, opts).expect("ipc writer");
+            let mut w =
+                StreamWriter::try_new_with_options(&mut out, &schema, opts).expect("ipc writer");
             w.write(&rb).expect("ipc write to memory");
             w.finish().expect("ipc finish");
         }
@@ -265,6 +295,9 @@ pub fn batch_schema(task: Task, l: usize, epoch: u32) -> SchemaRef {
 /// reason for the dead-letter queue.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The message's content type is not [`CONTENT_TYPE`].
+    #[error("content type `{0}` is not {CONTENT_TYPE}")]
+    WrongContentType(String),
     /// Larger than [`MAX_MESSAGE_BYTES`]: refused before decoding.
     #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
     TooLarge(usize),
@@ -302,7 +335,9 @@ impl DecodedBatch {
 
     fn fsl_values(&self, col: usize) -> &[u8] {
         let list = self.record.column(col).as_fixed_size_list();
-        let values = list.values().as_primitive::<arrow_array::types::UInt8Type>();
+        let values = list
+            .values()
+            .as_primitive::<arrow_array::types::UInt8Type>();
         let l = self.bucket_len;
         &values.values()[list.offset() * l..(list.offset() + list.len()) * l]
     }
@@ -329,12 +364,21 @@ impl DecodedBatch {
 
     /// Sequence ids.
     pub fn seq_ids(&self) -> Vec<&str> {
-        self.record.column(0).as_string::<i32>().iter().map(|s| s.unwrap_or("")).collect()
+        self.record
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap_or(""))
+            .collect()
     }
 
     /// Labels.
     pub fn labels(&self) -> Vec<Option<i32>> {
-        self.record.column(5).as_primitive::<Int32Type>().iter().collect()
+        self.record
+            .column(5)
+            .as_primitive::<Int32Type>()
+            .iter()
+            .collect()
     }
 
     /// Positions where the loss counts.
@@ -346,7 +390,11 @@ impl DecodedBatch {
     pub fn stats(&self) -> BatchStats {
         let real: u64 = self.lengths().iter().map(|&l| u64::from(l)).sum();
         let total = (self.rows() * self.bucket_len) as u64;
-        BatchStats { rows: self.rows() as u64, real_tokens: real, padded_tokens: total - real }
+        BatchStats {
+            rows: self.rows() as u64,
+            real_tokens: real,
+            padded_tokens: total - real,
+        }
     }
 
     /// Copies into an owned [`Batch`] (tests and tools).
@@ -400,12 +448,16 @@ pub fn decode(bytes: Vec<u8>) -> Result<DecodedBatch, DecodeError> {
     };
     let schema = record.schema();
     let version = meta_value(&schema, meta::SCHEMA_VERSION)?;
-    let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
     if major != Some(SCHEMA_MAJOR) {
         return Err(DecodeError::UnknownVersion(version.to_owned()));
     }
     let task_name = meta_value(&schema, meta::TASK)?;
-    let task = Task::parse(task_name).ok_or_else(|| DecodeError::BadSchema(format!("unknown task `{task_name}`")))?;
+    let task = Task::parse(task_name)
+        .ok_or_else(|| DecodeError::BadSchema(format!("unknown task `{task_name}`")))?;
     let l: usize = meta_value(&schema, meta::BUCKET_LEN)?
         .parse()
         .map_err(|_| DecodeError::BadSchema("bucket_len is not a number".into()))?;
@@ -413,39 +465,75 @@ pub fn decode(bytes: Vec<u8>) -> Result<DecodedBatch, DecodeError> {
         .parse()
         .map_err(|_| DecodeError::BadSchema("epoch is not a number".into()))?;
     if l == 0 || l > MAX_MESSAGE_BYTES {
-        return Err(DecodeError::BadSchema(format!("bucket_len {l} out of range")));
+        return Err(DecodeError::BadSchema(format!(
+            "bucket_len {l} out of range"
+        )));
     }
     let expected = batch_schema(task, l, epoch);
     if schema.fields() != expected.fields() {
         return Err(DecodeError::BadSchema(format!(
             "fields {:?} differ from the contract",
-            schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>()
+            schema
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
         )));
     }
     for (i, col) in record.columns().iter().enumerate() {
         if i != 5 && col.null_count() > 0 {
-            return Err(DecodeError::BadContent(format!("nulls in `{}`", schema.field(i).name())));
+            return Err(DecodeError::BadContent(format!(
+                "nulls in `{}`",
+                schema.field(i).name()
+            )));
         }
     }
-    let batch = DecodedBatch { task, epoch, bucket_len: l, record };
+    let batch = DecodedBatch {
+        task,
+        epoch,
+        bucket_len: l,
+        record,
+    };
     if batch.rows() == 0 {
         return Err(DecodeError::BadContent("no rows".into()));
     }
     for (r, &len) in batch.lengths().iter().enumerate() {
         if len == 0 || len as usize > l {
-            return Err(DecodeError::BadContent(format!("row {r}: length {len} outside 1..={l}")));
+            return Err(DecodeError::BadContent(format!(
+                "row {r}: length {len} outside 1..={l}"
+            )));
         }
     }
     if let Some(bad) = batch.input().iter().find(|&&v| v > PAD_TOKEN) {
-        return Err(DecodeError::BadContent(format!("input token {bad} is not a token id")));
+        return Err(DecodeError::BadContent(format!(
+            "input token {bad} is not a token id"
+        )));
     }
-    if let Some(bad) = batch.target().iter().find(|&&v| v > MAX_VALUE && v != PAD_TOKEN) {
-        return Err(DecodeError::BadContent(format!("target {bad} is not a value")));
+    if let Some(bad) = batch
+        .target()
+        .iter()
+        .find(|&&v| v > MAX_VALUE && v != PAD_TOKEN)
+    {
+        return Err(DecodeError::BadContent(format!(
+            "target {bad} is not a value"
+        )));
     }
     if batch.loss_mask().iter().any(|&m| m > 1) {
-        return Err(DecodeError::BadContent("loss_mask holds values other than 0 and 1".into()));
+        return Err(DecodeError::BadContent(
+            "loss_mask holds values other than 0 and 1".into(),
+        ));
     }
     Ok(batch)
+}
+
+/// Checks a delivery's content type, then decodes its body: what every
+/// batch consumer runs on a message before using it. The error's text is
+/// the dead-letter reason.
+pub fn check_message(content_type: &str, body: Vec<u8>) -> Result<DecodedBatch, DecodeError> {
+    if content_type != CONTENT_TYPE {
+        return Err(DecodeError::WrongContentType(content_type.to_owned()));
+    }
+    decode(body)
 }
 
 /// The batch contract as a JSON document (checked in as
@@ -457,7 +545,9 @@ pub fn contract_json() -> serde_json::Value {
         .iter()
         .map(|f| {
             let ty = match f.data_type() {
-                DataType::FixedSizeList(item, _) => format!("FixedSizeList<{}, L>", item.data_type()),
+                DataType::FixedSizeList(item, _) => {
+                    format!("FixedSizeList<{}, L>", item.data_type())
+                }
                 other => other.to_string(),
             };
             serde_json::json!({ "name": f.name(), "type": ty, "nullable": f.is_nullable() })
@@ -493,7 +583,9 @@ mod tests {
         let rows: Vec<BatchRow> = (0..3)
             .map(|i| BatchRow {
                 seq_id: format!("s{i}"),
-                values: (0..(20 + i * 5)).map(|t| ((t * 7 + i) % 41) as u8).collect(),
+                values: (0..(20 + i * 5))
+                    .map(|t| ((t * 7 + i) % 41) as u8)
+                    .collect(),
                 label: (i != 1).then_some(i as i32),
             })
             .collect();
@@ -514,26 +606,44 @@ mod tests {
 
     #[test]
     fn message_id_depends_on_content_only() {
-        assert_eq!(sample(Task::Masked).message_id(), sample(Task::Masked).message_id());
-        assert_ne!(sample(Task::Masked).message_id(), sample(Task::Next).message_id());
+        assert_eq!(
+            sample(Task::Masked).message_id(),
+            sample(Task::Masked).message_id()
+        );
+        assert_ne!(
+            sample(Task::Masked).message_id(),
+            sample(Task::Next).message_id()
+        );
     }
 
     #[test]
     fn rejects_garbage_oversize_and_unknown_versions() {
-        assert!(matches!(decode(b"hello".to_vec()), Err(DecodeError::NotArrow(_))));
-        assert!(matches!(decode(vec![0; MAX_MESSAGE_BYTES + 1]), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(
+            decode(b"hello".to_vec()),
+            Err(DecodeError::NotArrow(_))
+        ));
+        assert!(matches!(
+            decode(vec![0; MAX_MESSAGE_BYTES + 1]),
+            Err(DecodeError::TooLarge(_))
+        ));
         let bytes = sample(Task::Next).encode(None);
         assert!(decode(bytes[..bytes.len() / 2].to_vec()).is_err());
         // Rewrite the version string in place (same length): a v2 batch.
         let mut forged = bytes.clone();
         let pos = bytes.windows(3).position(|w| w == b"1.0").unwrap();
         forged[pos] = b'2';
-        assert_eq!(decode(forged).unwrap_err(), DecodeError::UnknownVersion("2.0".into()));
+        assert_eq!(
+            decode(forged).unwrap_err(),
+            DecodeError::UnknownVersion("2.0".into())
+        );
     }
 
     #[test]
     fn checked_in_contract_matches_the_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/batch.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/batch.schema.json"
+        );
         let text = std::fs::read_to_string(path).expect("schemas/batch.schema.json exists");
         let file: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(

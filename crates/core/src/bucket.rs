@@ -16,7 +16,10 @@ pub struct BucketConfig {
 
 impl Default for BucketConfig {
     fn default() -> Self {
-        Self { edges: geometric_edges(512, 30_720, 1.08), max_tokens: 65_536 }
+        Self {
+            edges: geometric_edges(512, 30_720, 1.08),
+            max_tokens: 65_536,
+        }
     }
 }
 
@@ -45,7 +48,10 @@ impl BucketConfig {
     /// One bucket per row length up to `max_len`, padded to `max_len`:
     /// what random batching (no buckets) costs, for comparison.
     pub fn single(max_len: usize, max_tokens: usize) -> Self {
-        Self { edges: vec![max_len], max_tokens }
+        Self {
+            edges: vec![max_len],
+            max_tokens,
+        }
     }
 
     /// Index of the bucket of a row of length `len`, or `None` if longer
@@ -83,10 +89,15 @@ impl<T> Bucketer<T> {
     /// Adds an item of length `len`; returns `(bucket_len, items)` when its
     /// bucket is full. `Err(item)` if the item is longer than the last edge.
     pub fn push(&mut self, len: usize, item: T) -> Result<Option<(usize, Vec<T>)>, T> {
-        let Some(b) = self.cfg.bucket_of(len) else { return Err(item) };
+        let Some(b) = self.cfg.bucket_of(len) else {
+            return Err(item);
+        };
         self.pending[b].push(item);
         if self.pending[b].len() >= self.cfg.rows_per_batch(b) {
-            return Ok(Some((self.cfg.edges[b], std::mem::take(&mut self.pending[b]))));
+            return Ok(Some((
+                self.cfg.edges[b],
+                std::mem::take(&mut self.pending[b]),
+            )));
         }
         Ok(None)
     }
@@ -122,17 +133,26 @@ mod tests {
 
     #[test]
     fn batches_respect_the_token_budget_and_lose_nothing() {
-        let cfg = BucketConfig { edges: vec![10, 20, 40], max_tokens: 80 };
+        let cfg = BucketConfig {
+            edges: vec![10, 20, 40],
+            max_tokens: 80,
+        };
         let mut b = Bucketer::new(cfg.clone());
         let mut out = Vec::new();
-        for (i, len) in [3, 15, 40, 9, 10, 11, 40, 20, 1, 2, 5, 6, 7, 8].iter().enumerate() {
+        for (i, len) in [3, 15, 40, 9, 10, 11, 40, 20, 1, 2, 5, 6, 7, 8]
+            .iter()
+            .enumerate()
+        {
             if let Some(batch) = b.push(*len, (i, *len)).unwrap() {
                 out.push(batch);
             }
         }
         assert!(b.push(41, (99, 41)).is_err());
         out.extend(b.flush());
-        let mut seen: Vec<usize> = out.iter().flat_map(|(_, v)| v.iter().map(|x| x.0)).collect();
+        let mut seen: Vec<usize> = out
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|x| x.0))
+            .collect();
         seen.sort();
         assert_eq!(seen, (0..14).collect::<Vec<_>>());
         for (l, items) in &out {

@@ -101,7 +101,9 @@ impl EndOfData {
     pub fn observe(&mut self, msg: &ControlMessage) {
         match msg {
             ControlMessage::Plan { tasks, .. } => self.planned_tasks = Some(*tasks),
-            ControlMessage::TaskDone { task_id, batches, .. } => {
+            ControlMessage::TaskDone {
+                task_id, batches, ..
+            } => {
                 self.done.insert(task_id.clone(), *batches);
             }
             ControlMessage::ProducerDone { .. } => {}
@@ -130,7 +132,11 @@ mod tests {
         };
         e.observe(&done("a", 3));
         assert_eq!(e.total_batches(), None, "no plan yet");
-        e.observe(&ControlMessage::Plan { tasks: 2, task: "masked".into(), epochs: 1 });
+        e.observe(&ControlMessage::Plan {
+            tasks: 2,
+            task: "masked".into(),
+            epochs: 1,
+        });
         assert_eq!(e.total_batches(), None);
         e.observe(&done("a", 3)); // a redone task is counted once
         assert_eq!(e.total_batches(), None);

@@ -38,7 +38,10 @@ impl ManifestWriter {
     pub fn open(run_dir: &Path, producer: &str) -> std::io::Result<Self> {
         let dir = manifest_dir(run_dir);
         std::fs::create_dir_all(&dir)?;
-        let file = OpenOptions::new().create(true).append(true).open(dir.join(format!("{producer}.jsonl")))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{producer}.jsonl")))?;
         Ok(Self { file })
     }
 
@@ -62,13 +65,20 @@ pub fn read_manifests(run_dir: &Path) -> std::io::Result<BTreeMap<String, Manife
     if !dir.exists() {
         return Ok(out);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "jsonl")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
+    {
         for line in BufReader::new(File::open(f)?).lines() {
             let line = line?;
             // A torn last line (crash mid-append) is not a confirmed entry.
-            let Ok(e) = serde_json::from_str::<ManifestEntry>(&line) else { continue };
+            let Ok(e) = serde_json::from_str::<ManifestEntry>(&line) else {
+                continue;
+            };
             out.insert(e.message_id.clone(), e);
         }
     }
@@ -82,10 +92,24 @@ mod tests {
     #[test]
     fn entries_round_trip_and_torn_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let e = |id: &str| ManifestEntry { message_id: id.into(), rows: 2, tokens: 10, task_id: "t".into() };
-        ManifestWriter::open(dir.path(), "p1").unwrap().append(&[e("a"), e("b")]).unwrap();
-        ManifestWriter::open(dir.path(), "p2").unwrap().append(&[e("b"), e("c")]).unwrap();
-        let mut f = OpenOptions::new().append(true).open(manifest_dir(dir.path()).join("p2.jsonl")).unwrap();
+        let e = |id: &str| ManifestEntry {
+            message_id: id.into(),
+            rows: 2,
+            tokens: 10,
+            task_id: "t".into(),
+        };
+        ManifestWriter::open(dir.path(), "p1")
+            .unwrap()
+            .append(&[e("a"), e("b")])
+            .unwrap();
+        ManifestWriter::open(dir.path(), "p2")
+            .unwrap()
+            .append(&[e("b"), e("c")])
+            .unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(manifest_dir(dir.path()).join("p2.jsonl"))
+            .unwrap();
         f.write_all(b"{\"message_id\":\"torn").unwrap();
         let m = read_manifests(dir.path()).unwrap();
         assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["a", "b", "c"]);

@@ -74,7 +74,13 @@ pub struct MaskConfig {
 
 impl Default for MaskConfig {
     fn default() -> Self {
-        Self { rate: 0.15, mask_fraction: 0.8, random_fraction: 0.1, mean_span: 1.0, seed: 0 }
+        Self {
+            rate: 0.15,
+            mask_fraction: 0.8,
+            random_fraction: 0.1,
+            mean_span: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -133,8 +139,19 @@ pub struct RowOut<'a> {
 
 /// Writes one row's input, target and loss mask into slices of the bucket
 /// length (positions past `values.len()` are padding).
-pub fn fill_row(task: Task, mask: &MaskConfig, epoch: u32, seq_id: &str, values: &[u8], out: RowOut<'_>) {
-    let RowOut { input, target, loss_mask } = out;
+pub fn fill_row(
+    task: Task,
+    mask: &MaskConfig,
+    epoch: u32,
+    seq_id: &str,
+    values: &[u8],
+    out: RowOut<'_>,
+) {
+    let RowOut {
+        input,
+        target,
+        loss_mask,
+    } = out;
     let n = values.len();
     input[n..].fill(PAD_TOKEN);
     target[n..].fill(PAD_TOKEN);
@@ -174,7 +191,18 @@ mod tests {
 
     fn row(task: Task, values: &[u8], l: usize, epoch: u32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let (mut i, mut t, mut m) = (vec![0; l], vec![0; l], vec![0; l]);
-        fill_row(task, &MaskConfig::default(), epoch, "s1", values, RowOut { input: &mut i, target: &mut t, loss_mask: &mut m });
+        fill_row(
+            task,
+            &MaskConfig::default(),
+            epoch,
+            "s1",
+            values,
+            RowOut {
+                input: &mut i,
+                target: &mut t,
+                loss_mask: &mut m,
+            },
+        );
         (i, t, m)
     }
 
@@ -183,20 +211,32 @@ mod tests {
         let values: Vec<u8> = (0..1000).map(|i| (i % 41) as u8).collect();
         let (i, t, m) = row(Task::Masked, &values, 1024, 0);
         assert_eq!(&t[..1000], &values[..]);
-        assert!(t[1000..].iter().all(|&x| x == PAD_TOKEN) && i[1000..].iter().all(|&x| x == PAD_TOKEN));
+        assert!(
+            t[1000..].iter().all(|&x| x == PAD_TOKEN) && i[1000..].iter().all(|&x| x == PAD_TOKEN)
+        );
         assert_eq!(m.iter().map(|&x| x as usize).sum::<usize>(), 150);
         assert!(m[1000..].iter().all(|&x| x == 0));
         // Unselected positions are untouched; ~80% of selected are MASK.
         let masked = (0..1000).filter(|&p| i[p] == MASK_TOKEN).count();
         assert!((100..140).contains(&masked), "{masked}");
         assert!((0..1000).all(|p| m[p] == 1 || i[p] == values[p]));
-        assert_eq!(row(Task::Masked, &values, 1024, 0), (i.clone(), t.clone(), m.clone()));
-        assert_ne!(row(Task::Masked, &values, 1024, 1).2, m, "a new mask each epoch");
+        assert_eq!(
+            row(Task::Masked, &values, 1024, 0),
+            (i.clone(), t.clone(), m.clone())
+        );
+        assert_ne!(
+            row(Task::Masked, &values, 1024, 1).2,
+            m,
+            "a new mask each epoch"
+        );
     }
 
     #[test]
     fn span_masking_selects_runs() {
-        let cfg = MaskConfig { mean_span: 5.0, ..Default::default() };
+        let cfg = MaskConfig {
+            mean_span: 5.0,
+            ..Default::default()
+        };
         let sel = select_positions(&cfg, &mut mask_rng(0, 0, "x"), 2000);
         assert_eq!(sel.iter().filter(|&&s| s).count(), 300);
         let runs = sel.windows(2).filter(|w| w[1] && !w[0]).count();

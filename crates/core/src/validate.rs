@@ -127,6 +127,9 @@ pub struct SeqRow {
     pub label: Option<Label>,
     /// Dataset split (from the file, or the id hash when absent).
     pub split: Split,
+    /// Index of the row within its record batch (add the chunk's
+    /// `first_row` for the row number in the file).
+    pub index: usize,
 }
 
 /// Problems with a file's schema: the file cannot be used at all.
@@ -463,6 +466,7 @@ pub fn validate_batch(
                 values: std::mem::take(&mut values[row]),
                 label: label_col.as_mut().and_then(|l| l[row].take()),
                 split: splits[row],
+                index: row,
             }),
         }
     }

@@ -1,0 +1,105 @@
+//! The producer's configuration: every field documented, with defaults.
+
+use std::path::PathBuf;
+
+use pretext_core::batch::IpcCompression;
+use pretext_core::bucket::BucketConfig;
+use pretext_core::split::Split;
+use pretext_core::task::{MaskConfig, Task};
+use pretext_core::validate::ValidationConfig;
+use pretext_mq::TopologyConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::ProducerError;
+
+/// Configuration of one producer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProducerConfig {
+    /// Parquet files or directories.
+    pub data: Vec<PathBuf>,
+    /// Targets to build.
+    pub task: Task,
+    /// Namespace prefixing every queue.
+    pub ns: String,
+    /// Run directory shared with the trainers (plan, manifests, quarantine).
+    pub run_dir: PathBuf,
+    /// Epochs to publish (each with fresh masks).
+    pub epochs: u32,
+    /// Splits published (default: train only; valid and test never reach
+    /// pretraining).
+    pub splits: Vec<Split>,
+    /// This producer's id (names its manifest).
+    pub producer_id: String,
+    /// Row rules.
+    pub validation: ValidationConfig,
+    /// Bucket edges and token budget.
+    pub buckets: BucketConfig,
+    /// Masking (its `seed` is the run's seed).
+    pub mask: MaskConfig,
+    /// Queue bounds (every service of a namespace must use the same).
+    pub topology: TopologyConfig,
+    /// Optional IPC body compression.
+    pub compression: Option<IpcCompression>,
+    /// How long without a task before checking whether the files queue is empty.
+    pub idle_check_ms: u64,
+    /// Seconds after which a plan claim that stopped being refreshed is
+    /// taken over (its producer died while planning).
+    pub stale_claim_secs: u64,
+}
+
+impl ProducerConfig {
+    /// A config with defaults for everything but the data, task, namespace
+    /// and run directory.
+    pub fn new(data: Vec<PathBuf>, task: Task, ns: &str, run_dir: PathBuf) -> Self {
+        Self {
+            data,
+            task,
+            ns: ns.to_owned(),
+            run_dir,
+            epochs: 1,
+            splits: vec![Split::Train],
+            producer_id: default_producer_id(),
+            validation: ValidationConfig::default(),
+            buckets: BucketConfig::default(),
+            mask: MaskConfig::default(),
+            topology: TopologyConfig::default(),
+            compression: None,
+            idle_check_ms: 500,
+            stale_claim_secs: 30,
+        }
+    }
+
+    /// Rejects unusable settings.
+    pub fn check(&self) -> Result<(), ProducerError> {
+        let bad = |m: &str| Err(ProducerError::Config(m.to_owned()));
+        if self.data.is_empty() {
+            return bad("no input paths");
+        }
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1");
+        }
+        if self.splits.is_empty() {
+            return bad("no splits to publish");
+        }
+        if self
+            .buckets
+            .edges
+            .last()
+            .is_none_or(|&e| e < self.validation.max_len)
+        {
+            return bad("the last bucket edge must cover --max-len");
+        }
+        if self.ns.is_empty() || self.producer_id.is_empty() {
+            return bad("namespace and producer id must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// `<hostname>-<pid>`: unique per process, readable in manifests.
+pub fn default_producer_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,210 @@
+//! The run's plan, made once per run directory: one validation pass over the
+//! whole dataset (rejected rows counted and quarantined, duplicate ids found
+//! across files), the file tasks put on `{ns}.files`, and the `Plan` message
+//! on the control stream. Whichever producer claims `plan.lock` makes it;
+//! the others wait for `plan.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use pretext_core::control::{ControlMessage, FileTask};
+use pretext_core::input::{ValidatingReader, discover, row_group_count};
+use pretext_core::validate::{IdRegistry, RejectReason};
+use pretext_mq::{OutMessage, SharedTransport, Topology};
+use serde::{Deserialize, Serialize};
+
+use crate::{ProducerConfig, ProducerError};
+
+/// The work of a run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    /// Producer that made the plan.
+    pub planned_by: String,
+    /// Every file task, all epochs.
+    pub tasks: Vec<FileTask>,
+    /// Per file, rows rejected as duplicate ids in the dataset-wide pass
+    /// (a task validates only its row group, so it cannot see them).
+    pub skip_rows: BTreeMap<String, BTreeSet<u64>>,
+    /// Valid rows in the dataset (all splits).
+    pub valid_rows: u64,
+    /// Rejected rows.
+    pub rejected_rows: u64,
+    /// Rejected rows by reason.
+    pub rejected_by_reason: BTreeMap<String, u64>,
+}
+
+fn run_dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProducerError + '_ {
+    move |e| ProducerError::RunDir {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Returns the run's plan, making and publishing it if no one has.
+pub async fn ensure_plan(
+    cfg: &ProducerConfig,
+    transport: &SharedTransport,
+    topo: &Topology,
+) -> Result<Plan, ProducerError> {
+    let dir = &cfg.run_dir;
+    std::fs::create_dir_all(dir).map_err(run_dir_err(dir))?;
+    let plan_path = dir.join("plan.json");
+    let lock_path = dir.join("plan.lock");
+    loop {
+        if plan_path.exists() {
+            let text = std::fs::read_to_string(&plan_path).map_err(run_dir_err(&plan_path))?;
+            return serde_json::from_str(&text).map_err(|e| ProducerError::RunDir {
+                path: plan_path.clone(),
+                source: e.into(),
+            });
+        }
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+        {
+            Ok(lock) => {
+                return make_and_publish(cfg, transport, topo, lock, &lock_path, &plan_path).await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if claim_is_stale(&lock_path, cfg.stale_claim_secs) {
+                    tracing::warn!(lock = %lock_path.display(), "taking over a stale plan claim");
+                    let _ = std::fs::remove_file(&lock_path);
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(run_dir_err(&lock_path)(e)),
+        }
+    }
+}
+
+fn claim_is_stale(lock: &Path, secs: u64) -> bool {
+    let age = std::fs::metadata(lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok());
+    age.is_some_and(|a| a > Duration::from_secs(secs))
+}
+
+async fn make_and_publish(
+    cfg: &ProducerConfig,
+    transport: &SharedTransport,
+    topo: &Topology,
+    lock: File,
+    lock_path: &Path,
+    plan_path: &Path,
+) -> Result<Plan, ProducerError> {
+    // Keep the claim fresh while planning, so peers do not take it over.
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            let _ = lock.set_modified(SystemTime::now());
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let c = cfg.clone();
+    let plan = tokio::task::spawn_blocking(move || make_plan(&c))
+        .await
+        .map_err(|e| ProducerError::Config(format!("planning thread failed: {e}")))?;
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            heartbeat.abort();
+            let _ = std::fs::remove_file(lock_path);
+            return Err(e);
+        }
+    };
+    for t in &plan.tasks {
+        transport
+            .publish(
+                &topo.files(),
+                OutMessage::new(format!("task:{}", t.task_id), t.to_bytes()),
+            )
+            .await?;
+    }
+    let msg = ControlMessage::Plan {
+        tasks: plan.tasks.len() as u64,
+        task: cfg.task.as_str().to_owned(),
+        epochs: cfg.epochs,
+    };
+    transport
+        .publish(
+            &topo.control(),
+            OutMessage::new(msg.message_id(), msg.to_bytes()),
+        )
+        .await?;
+    // plan.json last: its presence means the tasks and the plan are out.
+    let tmp = plan_path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(&plan).expect("plan serialises");
+    std::fs::write(&tmp, text).map_err(run_dir_err(&tmp))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(run_dir_err(&tmp))?;
+    std::fs::rename(&tmp, plan_path).map_err(run_dir_err(plan_path))?;
+    heartbeat.abort();
+    tracing::info!(
+        tasks = plan.tasks.len(),
+        valid = plan.valid_rows,
+        rejected = plan.rejected_rows,
+        "plan published"
+    );
+    Ok(plan)
+}
+
+/// The validation pass and the task list (blocking).
+pub fn make_plan(cfg: &ProducerConfig) -> Result<Plan, ProducerError> {
+    let files = discover(&cfg.data)?;
+    if files.is_empty() {
+        return Err(ProducerError::Config(
+            "no Parquet files under the input paths".into(),
+        ));
+    }
+    let quarantine: PathBuf = cfg.run_dir.join("quarantine");
+    let mut ids = IdRegistry::default();
+    let mut plan = Plan {
+        planned_by: cfg.producer_id.clone(),
+        tasks: Vec::new(),
+        skip_rows: BTreeMap::new(),
+        valid_rows: 0,
+        rejected_rows: 0,
+        rejected_by_reason: BTreeMap::new(),
+    };
+    let mut groups = Vec::with_capacity(files.len());
+    for file in &files {
+        let mut reader = ValidatingReader::open(file, cfg.validation, None, Some(&quarantine))?;
+        let name = file.display().to_string();
+        while let Some(chunk) = reader.next_chunk(&mut ids)? {
+            plan.valid_rows += chunk.verdict.rows.len() as u64;
+            for (row, reason) in &chunk.verdict.rejected {
+                plan.rejected_rows += 1;
+                *plan
+                    .rejected_by_reason
+                    .entry(reason.as_str().to_owned())
+                    .or_insert(0) += 1;
+                tracing::warn!(file = %name, row = chunk.first_row + *row as u64, %reason, "row rejected");
+                if *reason == RejectReason::DuplicateId {
+                    plan.skip_rows
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(chunk.first_row + *row as u64);
+                }
+            }
+        }
+        groups.push((name, row_group_count(file)?));
+    }
+    for epoch in 0..cfg.epochs {
+        for (fi, (name, n)) in groups.iter().enumerate() {
+            for rg in 0..*n {
+                plan.tasks.push(FileTask {
+                    task_id: format!("{fi}:{rg}:{epoch}"),
+                    file: name.clone(),
+                    row_group: rg,
+                    epoch,
+                });
+            }
+        }
+    }
+    Ok(plan)
+}

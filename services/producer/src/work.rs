@@ -1,0 +1,181 @@
+//! One file task: its row group is read and validated, rows are bucketed
+//! and built into batches on a blocking thread, and the batches are
+//! published through a confirm window as they come (bounded channel:
+//! memory stays flat whatever the row group size).
+
+use std::collections::BTreeSet;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pretext_core::batch::{Batch, BatchRow, BatchStats, CONTENT_TYPE, HeaderValue};
+use pretext_core::bucket::Bucketer;
+use pretext_core::control::FileTask;
+use pretext_core::input::ValidatingReader;
+use pretext_core::manifest::ManifestEntry;
+use pretext_core::validate::{IdRegistry, Label};
+use pretext_mq::{OutMessage, SharedTransport, Topology};
+use tokio::sync::mpsc;
+
+use crate::plan::Plan;
+use crate::{ProducerConfig, ProducerError};
+
+/// Counts of one task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Rows published.
+    pub sequences: u64,
+    /// Real tokens.
+    pub tokens: u64,
+    /// Padding tokens.
+    pub padded_tokens: u64,
+    /// Message bytes.
+    pub bytes: u64,
+    /// Valid rows of other splits, not published.
+    pub skipped_split_rows: u64,
+}
+
+/// The confirmed result of a task.
+#[derive(Debug)]
+pub struct TaskOutput {
+    /// One manifest entry per confirmed batch.
+    pub entries: Vec<ManifestEntry>,
+    /// Counts.
+    pub stats: TaskStats,
+}
+
+/// A built batch on its way to the broker.
+struct Built {
+    id: String,
+    bytes: Vec<u8>,
+    headers: Vec<(&'static str, HeaderValue)>,
+    stats: BatchStats,
+}
+
+/// Runs one task to the point where all its batches are confirmed.
+pub async fn run_task(
+    cfg: &ProducerConfig,
+    plan: &Plan,
+    task: &FileTask,
+    transport: &SharedTransport,
+    topo: &Topology,
+) -> Result<TaskOutput, ProducerError> {
+    let (tx, mut rx) = mpsc::channel::<Built>(4);
+    let skip = plan.skip_rows.get(&task.file).cloned().unwrap_or_default();
+    let (c, t) = (cfg.clone(), task.clone());
+    let builder = tokio::task::spawn_blocking(move || build_batches(&c, &skip, &t, &tx));
+    let mut publisher = transport.publisher(&topo.pretrain()).await?;
+    let mut entries = Vec::new();
+    let mut stats = TaskStats::default();
+    while let Some(b) = rx.recv().await {
+        let mut msg = OutMessage::new(b.id.clone(), b.bytes).with_content_type(CONTENT_TYPE);
+        for (k, v) in b.headers {
+            msg = match v {
+                HeaderValue::Str(s) => msg.with_header(k, s),
+                HeaderValue::Int(i) => msg.with_header(k, i),
+            };
+        }
+        stats.bytes += msg.body.len() as u64;
+        publisher.send(msg).await?;
+        stats.sequences += b.stats.rows;
+        stats.tokens += b.stats.real_tokens;
+        stats.padded_tokens += b.stats.padded_tokens;
+        entries.push(ManifestEntry {
+            message_id: b.id,
+            rows: b.stats.rows,
+            tokens: b.stats.real_tokens,
+            task_id: task.task_id.clone(),
+        });
+    }
+    let skipped = builder
+        .await
+        .map_err(|e| ProducerError::Config(format!("batch builder failed: {e}")))??;
+    stats.skipped_split_rows = skipped;
+    publisher.flush().await?;
+    Ok(TaskOutput { entries, stats })
+}
+
+/// Reads the task's row group and sends its batches; returns the number of
+/// rows skipped because of their split.
+fn build_batches(
+    cfg: &ProducerConfig,
+    skip: &BTreeSet<u64>,
+    task: &FileTask,
+    tx: &mpsc::Sender<Built>,
+) -> Result<u64, ProducerError> {
+    let mut reader = ValidatingReader::open(
+        std::path::Path::new(&task.file),
+        cfg.validation,
+        Some(vec![task.row_group]),
+        None,
+    )?;
+    let mut ids = IdRegistry::default();
+    let mut bucketer: Bucketer<BatchRow> = Bucketer::new(cfg.buckets.clone());
+    let mut skipped = 0;
+    let emit = |l: usize, rows: Vec<BatchRow>| -> bool {
+        let batch = Batch::build(cfg.task, &cfg.mask, task.epoch, l, &rows);
+        let built = Built {
+            id: batch.message_id(),
+            bytes: batch.encode(cfg.compression),
+            headers: batch.headers().into_iter().collect(),
+            stats: batch.stats(),
+        };
+        tx.blocking_send(built).is_ok()
+    };
+    while let Some(chunk) = reader.next_chunk(&mut ids)? {
+        for row in chunk.verdict.rows {
+            if skip.contains(&(chunk.first_row + row.index as u64)) {
+                continue;
+            }
+            if !cfg.splits.contains(&row.split) {
+                skipped += 1;
+                continue;
+            }
+            let label = match row.label {
+                Some(Label::Int(v)) => i32::try_from(v).ok(),
+                _ => None,
+            };
+            let len = row.values.len();
+            match bucketer.push(
+                len,
+                BatchRow {
+                    seq_id: row.id,
+                    values: row.values,
+                    label,
+                },
+            ) {
+                Ok(Some((l, rows))) => {
+                    if !emit(l, rows) {
+                        return Ok(skipped); // the publisher stopped; its error is reported there
+                    }
+                }
+                Ok(None) => {}
+                Err(r) => {
+                    return Err(ProducerError::Config(format!(
+                        "row {} of length {} exceeds the last bucket edge",
+                        r.seq_id,
+                        r.values.len()
+                    )));
+                }
+            }
+        }
+    }
+    for (l, rows) in bucketer.flush() {
+        if !emit(l, rows) {
+            break;
+        }
+    }
+    Ok(skipped)
+}
+
+/// A progress bar over file tasks, drawn only on a terminal.
+pub fn progress_bar(tasks: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(tasks), ProgressDrawTarget::stderr());
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} produce [{bar:30}] {pos}/{len} tasks {elapsed}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb
+}
