@@ -643,11 +643,23 @@ mod tests {
         let cfg = crate::bucket::BucketConfig::default();
         for (b, &l) in cfg.edges.iter().enumerate() {
             let rows: Vec<BatchRow> = (0..cfg.rows_per_batch(b))
-                .map(|i| BatchRow { seq_id: format!("row-{i:012}"), values: vec![40; l], label: Some(1) })
+                .map(|i| BatchRow {
+                    seq_id: format!("row-{i:012}"),
+                    values: vec![40; l],
+                    label: Some(1),
+                })
                 .collect();
-            let bytes = Batch::build(Task::Masked, &MaskConfig::default(), 0, l, &rows).encode(None);
-            assert!(bytes.len() < MAX_MESSAGE_BYTES, "bucket {l}: {} bytes", bytes.len());
-            assert!(bytes.len() >= 3 * rows.len() * l, "all three buffers are in the message");
+            let bytes =
+                Batch::build(Task::Masked, &MaskConfig::default(), 0, l, &rows).encode(None);
+            assert!(
+                bytes.len() < MAX_MESSAGE_BYTES,
+                "bucket {l}: {} bytes",
+                bytes.len()
+            );
+            assert!(
+                bytes.len() >= 3 * rows.len() * l,
+                "all three buffers are in the message"
+            );
         }
     }
 

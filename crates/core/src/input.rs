@@ -9,7 +9,10 @@ use std::sync::Arc;
 use arrow_array::{RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
@@ -235,6 +238,114 @@ impl ValidatingReader {
         }
         Ok(Some(ValidatedChunk { first_row, verdict }))
     }
+}
+
+/// Validates a whole file, calling `f` on each chunk in file order, with
+/// `threads` decoders working on alternate row groups (decoding is most of
+/// the work; validation, id uniqueness and quarantine stay in file order on
+/// the calling thread). Channels are bounded, so memory stays bounded.
+pub fn for_each_chunk(
+    path: &Path,
+    cfg: ValidationConfig,
+    ids: &mut IdRegistry,
+    quarantine_dir: Option<&Path>,
+    threads: usize,
+    mut f: impl FnMut(ValidatedChunk),
+) -> Result<(), InputError> {
+    enum Msg {
+        Batch(RecordBatch),
+        End,
+        Err(InputError),
+    }
+    let pq = |e| InputError::Parquet {
+        path: path.into(),
+        source: e,
+    };
+    let file = File::open(path).map_err(|e| InputError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq)?;
+    let layout = ColumnLayout::from_schema(meta.schema()).map_err(|e| InputError::Schema {
+        path: path.into(),
+        source: e,
+    })?;
+    let groups = meta.metadata().num_row_groups();
+    let mut starts = Vec::with_capacity(groups);
+    let mut acc = 0u64;
+    for g in 0..groups {
+        starts.push(acc);
+        acc += meta.metadata().row_group(g).num_rows() as u64;
+    }
+    let threads = threads.clamp(1, groups.max(1));
+    let mut quarantine = quarantine_dir.map(|d| Quarantine::new(d, path, meta.schema().clone()));
+    std::thread::scope(|s| {
+        let mut rxs = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(2);
+            rxs.push(rx);
+            let meta = meta.clone();
+            s.spawn(move || {
+                for g in (t..groups).step_by(threads) {
+                    let decoded = (|| -> Result<bool, InputError> {
+                        let file = File::open(path).map_err(|e| InputError::Io {
+                            path: path.into(),
+                            source: e,
+                        })?;
+                        let reader =
+                            ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+                                .with_row_groups(vec![g])
+                                .with_batch_size(READ_BATCH_ROWS)
+                                .build()
+                                .map_err(pq)?;
+                        for b in reader {
+                            let b = b.map_err(|e| pq(e.into()))?;
+                            if tx.send(Msg::Batch(b)).is_err() {
+                                return Ok(false);
+                            }
+                        }
+                        Ok(true)
+                    })();
+                    match decoded {
+                        Ok(true) if tx.send(Msg::End).is_ok() => {}
+                        Ok(_) => return,
+                        Err(e) => {
+                            let _ = tx.send(Msg::Err(e));
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        for (g, &start) in starts.iter().enumerate() {
+            let mut next_row = start;
+            loop {
+                let batch = match rxs[g % threads].recv() {
+                    Ok(Msg::Batch(b)) => b,
+                    Ok(Msg::End) => break,
+                    Ok(Msg::Err(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(pq(parquet::errors::ParquetError::General(
+                            "decoder thread stopped".into(),
+                        )));
+                    }
+                };
+                let first_row = next_row;
+                next_row += batch.num_rows() as u64;
+                let verdict = validate_batch(&batch, &layout, &cfg, ids);
+                if let Some(q) = &mut quarantine
+                    && !verdict.rejected.is_empty()
+                {
+                    q.write(&batch, first_row, &verdict.rejected)?;
+                }
+                f(ValidatedChunk { first_row, verdict });
+            }
+        }
+        if let Some(q) = &mut quarantine {
+            q.finish()?;
+        }
+        Ok(())
+    })
 }
 
 /// Rejected rows of one input file, kept whole in a Parquet file beside

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::input::{InputError, ValidatingReader, discover, reason_counts};
+use crate::input::{InputError, discover, for_each_chunk, reason_counts};
 use crate::validate::{IdRegistry, RejectReason, ValidationConfig};
 
 /// What validation found in one file.
@@ -47,19 +47,16 @@ pub fn validate_file(
         ..Default::default()
     };
     let mut counts: BTreeMap<RejectReason, u64> = BTreeMap::new();
-    let result = (|| -> Result<(), InputError> {
-        let mut reader = ValidatingReader::open(path, cfg, None, quarantine)?;
-        while let Some(chunk) = reader.next_chunk(ids)? {
-            let v = &chunk.verdict;
-            report.rows += (v.rows.len() + v.rejected.len()) as u64;
-            report.valid += v.rows.len() as u64;
-            report.valid_tokens += v.rows.iter().map(|r| r.values.len() as u64).sum::<u64>();
-            for (r, n) in v.counts() {
-                *counts.entry(r).or_insert(0) += n;
-            }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let result = for_each_chunk(path, cfg, ids, quarantine, threads, |chunk| {
+        let v = &chunk.verdict;
+        report.rows += (v.rows.len() + v.rejected.len()) as u64;
+        report.valid += v.rows.len() as u64;
+        report.valid_tokens += v.rows.iter().map(|r| r.values.len() as u64).sum::<u64>();
+        for (r, n) in v.counts() {
+            *counts.entry(r).or_insert(0) += n;
         }
-        Ok(())
-    })();
+    });
     report.rejected = reason_counts(&counts);
     match result {
         Ok(()) => report.readable = true,

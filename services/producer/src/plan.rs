@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use pretext_core::control::{ControlMessage, FileTask};
-use pretext_core::input::{ValidatingReader, discover, row_group_count};
+use pretext_core::input::{discover, for_each_chunk, row_group_count};
 use pretext_core::validate::{IdRegistry, RejectReason};
 use pretext_mq::{OutMessage, SharedTransport, Topology};
 use serde::{Deserialize, Serialize};
@@ -173,25 +173,32 @@ pub fn make_plan(cfg: &ProducerConfig) -> Result<Plan, ProducerError> {
     };
     let mut groups = Vec::with_capacity(files.len());
     for file in &files {
-        let mut reader = ValidatingReader::open(file, cfg.validation, None, Some(&quarantine))?;
         let name = file.display().to_string();
-        while let Some(chunk) = reader.next_chunk(&mut ids)? {
-            plan.valid_rows += chunk.verdict.rows.len() as u64;
-            for (row, reason) in &chunk.verdict.rejected {
-                plan.rejected_rows += 1;
-                *plan
-                    .rejected_by_reason
-                    .entry(reason.as_str().to_owned())
-                    .or_insert(0) += 1;
-                tracing::warn!(file = %name, row = chunk.first_row + *row as u64, %reason, "row rejected");
-                if *reason == RejectReason::DuplicateId {
-                    plan.skip_rows
-                        .entry(name.clone())
-                        .or_default()
-                        .insert(chunk.first_row + *row as u64);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for_each_chunk(
+            file,
+            cfg.validation,
+            &mut ids,
+            Some(&quarantine),
+            threads,
+            |chunk| {
+                plan.valid_rows += chunk.verdict.rows.len() as u64;
+                for (row, reason) in &chunk.verdict.rejected {
+                    plan.rejected_rows += 1;
+                    *plan
+                        .rejected_by_reason
+                        .entry(reason.as_str().to_owned())
+                        .or_insert(0) += 1;
+                    tracing::warn!(file = %name, row = chunk.first_row + *row as u64, %reason, "row rejected");
+                    if *reason == RejectReason::DuplicateId {
+                        plan.skip_rows
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(chunk.first_row + *row as u64);
+                    }
                 }
-            }
-        }
+            },
+        )?;
         groups.push((name, row_group_count(file)?));
     }
     for epoch in 0..cfg.epochs {
