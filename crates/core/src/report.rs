@@ -41,13 +41,13 @@ pub fn validate_file(
     cfg: ValidationConfig,
     ids: &mut IdRegistry,
     quarantine: Option<&Path>,
+    threads: usize,
 ) -> FileReport {
     let mut report = FileReport {
         path: path.display().to_string(),
         ..Default::default()
     };
     let mut counts: BTreeMap<RejectReason, u64> = BTreeMap::new();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let result = for_each_chunk(path, cfg, ids, quarantine, threads, |chunk| {
         let v = &chunk.verdict;
         report.rows += (v.rows.len() + v.rejected.len()) as u64;
@@ -66,16 +66,18 @@ pub fn validate_file(
 }
 
 /// Validates every file under `paths` as one dataset (ids unique across
-/// all of them). A path that cannot be listed is an error.
+/// all of them), decoding with `threads` threads. A path that cannot be
+/// listed is an error.
 pub fn validate_paths(
     paths: &[PathBuf],
     cfg: ValidationConfig,
     quarantine: Option<&Path>,
+    threads: usize,
 ) -> Result<Vec<FileReport>, InputError> {
     let files = discover(paths)?;
     let mut ids = IdRegistry::default();
     Ok(files
         .iter()
-        .map(|f| validate_file(f, cfg, &mut ids, quarantine))
+        .map(|f| validate_file(f, cfg, &mut ids, quarantine, threads))
         .collect())
 }

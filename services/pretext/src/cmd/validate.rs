@@ -21,6 +21,9 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Threads decoding row groups (default: the machine's cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -38,10 +41,14 @@ struct Summary<'a> {
 
 /// Validates, prints, and exits non-zero only when a file is unreadable.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let reports = validate_paths(
         &args.paths,
         args.limits.config(),
         args.quarantine.as_deref(),
+        threads,
     )?;
     let unreadable: Vec<&FileReport> = reports.iter().filter(|r| !r.readable).collect();
     if args.json {
