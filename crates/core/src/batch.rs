@@ -106,12 +106,12 @@ impl Batch {
     ///
     /// # Panics
     /// If a row is longer than `bucket_len` or empty (validation rules these out).
-    pub fn build(
+    pub fn build<R: std::borrow::Borrow<BatchRow>>(
         task: Task,
         mask: &MaskConfig,
         epoch: u32,
         bucket_len: usize,
-        rows: &[BatchRow],
+        rows: &[R],
     ) -> Batch {
         let n = rows.len();
         let l = bucket_len;
@@ -119,6 +119,7 @@ impl Batch {
         let mut target = vec![0u8; n * l];
         let mut loss_mask = vec![0u8; n * l];
         for (r, row) in rows.iter().enumerate() {
+            let row = row.borrow();
             assert!(
                 !row.values.is_empty() && row.values.len() <= l,
                 "row does not fit its bucket"
@@ -141,12 +142,15 @@ impl Batch {
             task,
             epoch,
             bucket_len: l,
-            seq_ids: rows.iter().map(|r| r.seq_id.clone()).collect(),
-            lengths: rows.iter().map(|r| r.values.len() as u32).collect(),
+            seq_ids: rows.iter().map(|r| r.borrow().seq_id.clone()).collect(),
+            lengths: rows
+                .iter()
+                .map(|r| r.borrow().values.len() as u32)
+                .collect(),
             input,
             target,
             loss_mask,
-            labels: rows.iter().map(|r| r.label).collect(),
+            labels: rows.iter().map(|r| r.borrow().label).collect(),
         }
     }
 
@@ -204,29 +208,35 @@ impl Batch {
 
     /// Encodes as one Arrow IPC stream, optionally compressed.
     pub fn encode(&self, compression: Option<IpcCompression>) -> Vec<u8> {
+        self.clone().into_encoded(compression)
+    }
+
+    /// Encodes, moving the buffers into Arrow arrays instead of copying them.
+    pub fn into_encoded(self, compression: Option<IpcCompression>) -> Vec<u8> {
         let schema = batch_schema(self.task, self.bucket_len, self.epoch);
         let l = self.bucket_len as i32;
-        let fsl = |data: &[u8]| -> ArrayRef {
-            let values = Arc::new(UInt8Array::new(ScalarBuffer::from(data.to_vec()), None));
+        let fsl = |data: Vec<u8>| -> ArrayRef {
+            let values = Arc::new(UInt8Array::new(ScalarBuffer::from(data), None));
             Arc::new(FixedSizeListArray::new(item_field(), l, values, None))
         };
         let mut ids = StringBuilder::new();
         self.seq_ids.iter().for_each(|s| ids.append_value(s));
         let mut labels = Int32Builder::new();
         self.labels.iter().for_each(|v| labels.append_option(*v));
+        let capacity = self.input.len() * 3 + 1024;
         let cols: Vec<ArrayRef> = vec![
             Arc::new(ids.finish()),
-            Arc::new(UInt32Array::from(self.lengths.clone())),
-            fsl(&self.input),
-            fsl(&self.target),
-            fsl(&self.loss_mask),
+            Arc::new(UInt32Array::from(self.lengths)),
+            fsl(self.input),
+            fsl(self.target),
+            fsl(self.loss_mask),
             Arc::new(labels.finish()),
         ];
         let rb = RecordBatch::try_new(schema.clone(), cols).expect("batch matches its schema");
         let opts = IpcWriteOptions::default()
             .try_with_compression(compression.map(IpcCompression::arrow))
             .expect("compression is compiled in");
-        let mut out = Vec::with_capacity(self.input.len() * 3 + 1024);
+        let mut out = Vec::with_capacity(capacity);
         {
             let mut w =
                 StreamWriter::try_new_with_options(&mut out, &schema, opts).expect("ipc writer");

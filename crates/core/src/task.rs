@@ -99,12 +99,24 @@ pub fn select_positions(cfg: &MaskConfig, rng: &mut ChaCha8Rng, len: usize) -> V
     let mut sel = vec![false; len];
     let mut chosen = 0;
     if cfg.mean_span <= 1.0 {
-        // Partial Fisher-Yates over positions: exactly `want`, no repeats.
-        let mut idx: Vec<u32> = (0..len as u32).collect();
-        for i in 0..want {
-            let j = rng.random_range(i..len);
-            idx.swap(i, j);
-            sel[idx[i] as usize] = true;
+        if want * 2 > len {
+            // Dense: partial Fisher-Yates over positions.
+            let mut idx: Vec<u32> = (0..len as u32).collect();
+            for i in 0..want {
+                let j = rng.random_range(i..len);
+                idx.swap(i, j);
+                sel[idx[i] as usize] = true;
+            }
+            return sel;
+        }
+        // Sparse (the usual 15%): draw until `want` distinct positions; each
+        // draw hits a fresh one with probability at least 1/2.
+        while chosen < want {
+            let t = rng.random_range(0..len);
+            if !sel[t] {
+                sel[t] = true;
+                chosen += 1;
+            }
         }
         return sel;
     }

@@ -112,11 +112,16 @@ fn build_batches(
     let mut skipped = 0;
     let emit = |l: usize, rows: Vec<BatchRow>| -> bool {
         let batch = Batch::build(cfg.task, &cfg.mask, task.epoch, l, &rows);
+        let (id, headers, stats) = (
+            batch.message_id(),
+            batch.headers().into_iter().collect(),
+            batch.stats(),
+        );
         let built = Built {
-            id: batch.message_id(),
-            bytes: batch.encode(cfg.compression),
-            headers: batch.headers().into_iter().collect(),
-            stats: batch.stats(),
+            id,
+            bytes: batch.into_encoded(cfg.compression),
+            headers,
+            stats,
         };
         tx.blocking_send(built).is_ok()
     };

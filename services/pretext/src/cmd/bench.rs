@@ -1,0 +1,123 @@
+//! `pretext bench …`: the Rust side of the side-by-side benchmarks under
+//! `bench/` (the harnesses there run the references in the same invocation).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use pretext_core::batch::{Batch, BatchRow};
+use pretext_core::bucket::{BucketConfig, Bucketer};
+use pretext_core::input::{ValidatingReader, discover};
+use pretext_core::task::{MaskConfig, Task};
+use pretext_core::validate::{IdRegistry, ValidationConfig};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde_json::json;
+
+/// Benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Batch building in memory: bucketing + masking + IPC encode.
+    Build(BuildArgs),
+}
+
+/// Arguments of `pretext bench build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Parquet input (loaded into memory before timing).
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Token budget per batch.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_tokens: usize,
+    /// Repetitions (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+}
+
+/// Runs a benchmark and prints one JSON object.
+pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
+    match b {
+        Bench::Build(a) => build(a),
+    }
+}
+
+fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<BatchRow>> {
+    let mut rows = Vec::new();
+    let mut ids = IdRegistry::default();
+    for f in discover(paths)? {
+        let mut r = ValidatingReader::open(&f, ValidationConfig::default(), None, None)?;
+        while let Some(c) = r.next_chunk(&mut ids)? {
+            rows.extend(c.verdict.rows.into_iter().map(|r| BatchRow {
+                seq_id: r.id,
+                values: r.values,
+                label: None,
+            }));
+        }
+    }
+    Ok(rows)
+}
+
+fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let rows = load(&a.data)?;
+    let tokens: u64 = rows.iter().map(|r| r.values.len() as u64).sum();
+    let cfg = BucketConfig {
+        max_tokens: a.max_tokens,
+        ..BucketConfig::default()
+    };
+    let mask = MaskConfig::default();
+    let mut best = f64::INFINITY;
+    let (mut batches, mut bytes, mut padded) = (0u64, 0u64, 0u64);
+    for _ in 0..a.repeat {
+        let t0 = Instant::now();
+        (batches, bytes, padded) = (0, 0, 0);
+        let mut bucketer = Bucketer::new(cfg.clone());
+        let mut emit = |l: usize, rs: Vec<&BatchRow>| {
+            let b = Batch::build(Task::Masked, &mask, 0, l, &rs);
+            padded += b.stats().padded_tokens;
+            let enc = b.into_encoded(None);
+            batches += 1;
+            bytes += enc.len() as u64;
+        };
+        for r in &rows {
+            if let Some((l, rs)) = bucketer
+                .push(r.values.len(), r)
+                .map_err(|_| anyhow::anyhow!("row too long"))?
+            {
+                emit(l, rs);
+            }
+        }
+        for (l, rs) in bucketer.flush() {
+            emit(l, rs);
+        }
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    // Random batching: arrival order, each batch padded to its longest row.
+    let mut order: Vec<usize> = rows.iter().map(|r| r.values.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let (mut rand_total, mut cur_max, mut cur_rows) = (0u64, 0usize, 0usize);
+    for len in order {
+        let m = cur_max.max(len);
+        if (cur_rows + 1) * m > a.max_tokens && cur_rows > 0 {
+            rand_total += (cur_rows * cur_max) as u64;
+            (cur_max, cur_rows) = (len, 1);
+        } else {
+            (cur_max, cur_rows) = (m, cur_rows + 1);
+        }
+    }
+    rand_total += (cur_rows * cur_max) as u64;
+    let doc = json!({
+        "rows": rows.len(),
+        "tokens": tokens,
+        "seconds": best,
+        "tokens_per_s": tokens as f64 / best,
+        "batches": batches,
+        "bytes": bytes,
+        "buckets": cfg.edges.len(),
+        "edges": cfg.edges,
+        "padded_fraction": padded as f64 / (padded + tokens) as f64,
+        "random_batching_padded_fraction": 1.0 - tokens as f64 / rand_total as f64,
+    });
+    println!("{doc}");
+    Ok(ExitCode::SUCCESS)
+}
