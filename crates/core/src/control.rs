@@ -63,16 +63,16 @@ impl ControlMessage {
     }
 }
 
-/// One unit of producer work on `{ns}.files`: a row group of a file in one
-/// epoch.
+/// One unit of producer work on `{ns}.files`: consecutive row groups of a
+/// file in one epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileTask {
-    /// Stable id: `<file index>:<row group>:<epoch>`.
+    /// Stable id: `<file index>:<first row group>:<epoch>`.
     pub task_id: String,
     /// The Parquet file.
     pub file: String,
-    /// Row group within it.
-    pub row_group: usize,
+    /// Consecutive row groups within it.
+    pub row_groups: Vec<usize>,
     /// Epoch (masks differ per epoch).
     pub epoch: u32,
 }

@@ -114,8 +114,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
     Ok(())
 }
 
-/// Number of row groups of a Parquet file (the unit of work producers share).
-pub fn row_group_count(path: &Path) -> Result<usize, InputError> {
+/// Rows of each row group of a Parquet file (row groups are what producers
+/// share out).
+pub fn row_group_rows(path: &Path) -> Result<Vec<u64>, InputError> {
     let file = File::open(path).map_err(|e| InputError::Io {
         path: path.into(),
         source: e,
@@ -125,7 +126,10 @@ pub fn row_group_count(path: &Path) -> Result<usize, InputError> {
             path: path.into(),
             source: e,
         })?;
-    Ok(builder.metadata().num_row_groups())
+    let md = builder.metadata();
+    Ok((0..md.num_row_groups())
+        .map(|g| md.row_group(g).num_rows() as u64)
+        .collect())
 }
 
 /// One validated step of a file: the verdict and where its rows sit.

@@ -40,6 +40,8 @@ pub struct ProducerConfig {
     pub topology: TopologyConfig,
     /// Optional IPC body compression.
     pub compression: Option<IpcCompression>,
+    /// Rows per file task (consecutive row groups are grouped up to this).
+    pub task_rows: usize,
     /// How long without a task before checking whether the files queue is empty.
     pub idle_check_ms: u64,
     /// Seconds after which a plan claim that stopped being refreshed is
@@ -64,7 +66,8 @@ impl ProducerConfig {
             mask: MaskConfig::default(),
             topology: TopologyConfig::default(),
             compression: None,
-            idle_check_ms: 500,
+            task_rows: 512,
+            idle_check_ms: 100,
             stale_claim_secs: 30,
         }
     }

@@ -127,6 +127,7 @@ pub async fn run(
             source: e,
         }
     })?;
+    let mut publisher = transport.publisher(&topo.pretrain()).await?;
     let mut tasks = transport
         .consume(&topo.files(), ConsumeOptions { prefetch: 1 })
         .await?;
@@ -166,7 +167,7 @@ pub async fn run(
         };
         let done = tokio::select! {
             () = &mut shutdown => None,
-            r = work::run_task(&cfg, &plan, &task, &transport, &topo) => Some(r?),
+            r = work::run_task(&cfg, &plan, &task, &mut publisher) => Some(r?),
         };
         let Some(done) = done else {
             tracing::info!(task = %task.task_id, "shutdown mid-task: requeueing it");

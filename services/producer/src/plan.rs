@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use pretext_core::control::{ControlMessage, FileTask};
-use pretext_core::input::{discover, for_each_chunk, row_group_count};
+use pretext_core::input::{discover, for_each_chunk, row_group_rows};
 use pretext_core::validate::{IdRegistry, RejectReason};
 use pretext_mq::{OutMessage, SharedTransport, Topology};
 use serde::{Deserialize, Serialize};
@@ -199,17 +199,26 @@ pub fn make_plan(cfg: &ProducerConfig) -> Result<Plan, ProducerError> {
                 }
             },
         )?;
-        groups.push((name, row_group_count(file)?));
+        groups.push((name, row_group_rows(file)?));
     }
+    // Tasks: runs of consecutive row groups of at least `task_rows` rows, so
+    // per-task costs (confirms, manifest sync, control message) stay small.
     for epoch in 0..cfg.epochs {
-        for (fi, (name, n)) in groups.iter().enumerate() {
-            for rg in 0..*n {
+        for (fi, (name, rows)) in groups.iter().enumerate() {
+            let mut start = 0;
+            while start < rows.len() {
+                let (mut end, mut n) = (start, 0);
+                while end < rows.len() && (n < cfg.task_rows as u64 || end == start) {
+                    n += rows[end];
+                    end += 1;
+                }
                 plan.tasks.push(FileTask {
-                    task_id: format!("{fi}:{rg}:{epoch}"),
+                    task_id: format!("{fi}:{start}:{epoch}"),
                     file: name.clone(),
-                    row_group: rg,
+                    row_groups: (start..end).collect(),
                     epoch,
                 });
+                start = end;
             }
         }
     }

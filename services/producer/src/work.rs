@@ -12,7 +12,7 @@ use pretext_core::control::FileTask;
 use pretext_core::input::ValidatingReader;
 use pretext_core::manifest::ManifestEntry;
 use pretext_core::validate::{IdRegistry, Label};
-use pretext_mq::{OutMessage, SharedTransport, Topology};
+use pretext_mq::{OutMessage, Publisher};
 use tokio::sync::mpsc;
 
 use crate::plan::Plan;
@@ -50,19 +50,18 @@ struct Built {
     stats: BatchStats,
 }
 
-/// Runs one task to the point where all its batches are confirmed.
+/// Runs one task to the point where all its batches are confirmed
+/// (`publisher` is the producer's, kept across tasks).
 pub async fn run_task(
     cfg: &ProducerConfig,
     plan: &Plan,
     task: &FileTask,
-    transport: &SharedTransport,
-    topo: &Topology,
+    publisher: &mut Box<dyn Publisher>,
 ) -> Result<TaskOutput, ProducerError> {
     let (tx, mut rx) = mpsc::channel::<Built>(4);
     let skip = plan.skip_rows.get(&task.file).cloned().unwrap_or_default();
     let (c, t) = (cfg.clone(), task.clone());
     let builder = tokio::task::spawn_blocking(move || build_batches(&c, &skip, &t, &tx));
-    let mut publisher = transport.publisher(&topo.pretrain()).await?;
     let mut entries = Vec::new();
     let mut stats = TaskStats::default();
     while let Some(b) = rx.recv().await {
@@ -104,7 +103,7 @@ fn build_batches(
     let mut reader = ValidatingReader::open(
         std::path::Path::new(&task.file),
         cfg.validation,
-        Some(vec![task.row_group]),
+        Some(task.row_groups.clone()),
         None,
     )?;
     let mut ids = IdRegistry::default();

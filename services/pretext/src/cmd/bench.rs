@@ -19,6 +19,27 @@ use serde_json::json;
 pub enum Bench {
     /// Batch building in memory: bucketing + masking + IPC encode.
     Build(BuildArgs),
+    /// Parquet → broker with confirms, against the broker's ceiling:
+    /// pre-built payloads of the same size and count, same confirm window.
+    Publish(PublishArgs),
+}
+
+/// Arguments of `pretext bench publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Parquet input.
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Broker URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub broker: String,
+    /// Token budget per batch.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_tokens: usize,
 }
 
 /// Arguments of `pretext bench build`.
@@ -39,6 +60,7 @@ pub struct BuildArgs {
 pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
     match b {
         Bench::Build(a) => build(a),
+        Bench::Publish(a) => tokio::runtime::Runtime::new()?.block_on(publish(a)),
     }
 }
 
@@ -117,6 +139,54 @@ fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         "edges": cfg.edges,
         "padded_fraction": padded as f64 / (padded + tokens) as f64,
         "random_batching_padded_fraction": 1.0 - tokens as f64 / rand_total as f64,
+    });
+    println!("{doc}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
+    use pretext_mq::{OutMessage, RabbitConfig, Topology};
+    let transport = pretext_mq::connect(&a.broker, RabbitConfig::default()).await?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let run_dir = std::env::temp_dir().join(format!("pretext-bench-publish-{stamp}"));
+    let ns = format!("bench-{stamp}");
+    let mut cfg =
+        pretext_producer::ProducerConfig::new(a.data.clone(), Task::Masked, &ns, run_dir.clone());
+    cfg.buckets.max_tokens = a.max_tokens;
+    let t0 = Instant::now();
+    let summary = pretext_producer::run(cfg, transport.clone(), std::future::pending()).await?;
+    let produce_s = t0.elapsed().as_secs_f64();
+    Topology::new(&ns).delete(&*transport).await?;
+    // Ceiling: the same number of messages of the same mean size.
+    let ceil_ns = format!("{ns}-ceiling");
+    let topo = Topology::new(&ceil_ns);
+    topo.declare(&*transport).await?;
+    let size = (summary.bytes / summary.batches.max(1)) as usize;
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    let t0 = Instant::now();
+    let mut p = transport.publisher(&topo.pretrain()).await?;
+    for i in 0..summary.batches {
+        p.send(OutMessage::new(format!("c{i}"), payload.clone()))
+            .await?;
+    }
+    p.flush().await?;
+    let ceiling_s = t0.elapsed().as_secs_f64();
+    topo.delete(&*transport).await?;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let mb = summary.bytes as f64 / 1e6;
+    let doc = json!({
+        "batches": summary.batches,
+        "tokens": summary.tokens,
+        "megabytes": mb,
+        "produce_seconds": produce_s,
+        "produce_tokens_per_s": summary.tokens as f64 / produce_s,
+        "produce_mb_per_s": mb / produce_s,
+        "ceiling_seconds": ceiling_s,
+        "ceiling_mb_per_s": mb / ceiling_s,
+        "fraction_of_ceiling": ceiling_s / produce_s,
+        "padded_fraction": summary.padded_fraction(),
     });
     println!("{doc}");
     Ok(ExitCode::SUCCESS)
