@@ -596,7 +596,7 @@ mod tests {
                 values: (0..(20 + i * 5))
                     .map(|t| ((t * 7 + i) % 41) as u8)
                     .collect(),
-                label: (i != 1).then_some(i as i32),
+                label: (i != 1).then_some(i),
             })
             .collect();
         Batch::build(task, &MaskConfig::default(), 2, 32, &rows)

@@ -24,6 +24,15 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Describe a dataset: splits, labels, lengths, and the histogram floor.
     Inspect(cmd::inspect::Args),
+    /// Publish batches of SSL targets from Parquet to the broker.
+    Produce(cmd::produce::Args),
+    /// Pretrain the model on the published batches (resumes, exactly once).
+    Train(cmd::train::Args),
+    /// Check a run: published vs applied batches, missing, applied twice.
+    Audit(cmd::audit::Args),
+    /// Benchmarks (the Rust side of bench/).
+    #[command(subcommand)]
+    Bench(cmd::bench::Bench),
     /// Print the batch contract (the checked-in schemas/batch.schema.json).
     Schema,
 }
@@ -35,6 +44,10 @@ fn main() -> std::process::ExitCode {
         Command::GenData(a) => cmd::gen_data::run(a),
         Command::Validate(a) => cmd::validate::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Produce(a) => cmd::produce::run_cmd(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Audit(a) => cmd::audit::run(a),
+        Command::Bench(b) => cmd::bench::run(b),
         Command::Schema => {
             let doc = pretext_core::batch::contract_json();
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));

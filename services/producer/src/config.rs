@@ -42,6 +42,8 @@ pub struct ProducerConfig {
     pub compression: Option<IpcCompression>,
     /// Rows per file task (consecutive row groups are grouped up to this).
     pub task_rows: usize,
+    /// File tasks in progress at once (one builds while another publishes).
+    pub concurrency: usize,
     /// How long without a task before checking whether the files queue is empty.
     pub idle_check_ms: u64,
     /// Seconds after which a plan claim that stopped being refreshed is
@@ -67,6 +69,7 @@ impl ProducerConfig {
             topology: TopologyConfig::default(),
             compression: None,
             task_rows: 512,
+            concurrency: 2,
             idle_check_ms: 100,
             stale_claim_secs: 30,
         }

@@ -21,14 +21,77 @@ pub mod plan;
 pub mod work;
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::task::JoinSet;
 
 use pretext_core::control::{ControlMessage, FileTask};
 use pretext_core::manifest::ManifestWriter;
-use pretext_mq::{ConsumeOptions, OutMessage, SharedTransport, Topology};
+use pretext_mq::{ConsumeOptions, OutMessage, Publisher, SharedTransport, Topology};
 use serde::Serialize;
+use work::TaskOutput;
 
 pub use config::ProducerConfig;
+
+/// What a task worker hands back: its publisher, and the task's output
+/// (`None` for a message that was not a task).
+type Worked = Result<(Box<dyn Publisher>, Option<TaskOutput>), ProducerError>;
+
+/// What every task worker of one producer shares.
+struct TaskContext {
+    cfg: ProducerConfig,
+    plan: plan::Plan,
+    transport: SharedTransport,
+    topo: Topology,
+    manifest: Mutex<ManifestWriter>,
+}
+
+/// One delivery of `{ns}.files`, start to ack: the batches confirmed, the
+/// manifest synced, `TaskDone` on the control stream, then the ack. Returns
+/// the publisher for the next task, and `None` for a message that was not a
+/// task (dead-lettered).
+async fn process(
+    ctx: Arc<TaskContext>,
+    delivery: pretext_mq::Delivery,
+    mut publisher: Box<dyn Publisher>,
+) -> Worked {
+    let task = match FileTask::from_bytes(delivery.body()) {
+        Ok(t) => t,
+        Err(e) => {
+            let reason = format!("not a file task: {e}");
+            tracing::warn!(%reason, "rejecting message on the files queue");
+            let _ = delivery.reject(&reason).await;
+            return Ok((publisher, None));
+        }
+    };
+    let done = work::run_task(&ctx.cfg, &ctx.plan, &task, &mut publisher).await?;
+    ctx.manifest
+        .lock()
+        .expect("manifest lock")
+        .append(&done.entries)
+        .map_err(|e| ProducerError::RunDir {
+            path: ctx.cfg.run_dir.clone(),
+            source: e,
+        })?;
+    let msg = ControlMessage::TaskDone {
+        task_id: task.task_id.clone(),
+        batches: done.entries.len() as u64,
+        rows: done.stats.sequences,
+        producer: ctx.cfg.producer_id.clone(),
+    };
+    ctx.transport
+        .publish(
+            &ctx.topo.control(),
+            OutMessage::new(msg.message_id(), msg.to_bytes()),
+        )
+        .await?;
+    if let Err(e) = delivery.ack().await {
+        // The task comes back to someone; its redo republishes the same ids.
+        tracing::warn!(task = %task.task_id, error = %e, "task ack failed; it will be redone");
+    }
+    Ok((publisher, Some(done)))
+}
 
 /// Why the producer stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -121,90 +184,85 @@ pub async fn run(
     if plan.planned_by == cfg.producer_id {
         summary.rejected_rows = plan.rejected_rows;
     }
-    let mut manifest = ManifestWriter::open(&cfg.run_dir, &cfg.producer_id).map_err(|e| {
+    let manifest = ManifestWriter::open(&cfg.run_dir, &cfg.producer_id).map_err(|e| {
         ProducerError::RunDir {
             path: cfg.run_dir.clone(),
             source: e,
         }
     })?;
-    let mut publisher = transport.publisher(&topo.pretrain()).await?;
+    let shared = Arc::new(TaskContext {
+        cfg: cfg.clone(),
+        plan,
+        transport: transport.clone(),
+        topo: topo.clone(),
+        manifest: Mutex::new(manifest),
+    });
+    // Several tasks at once: one builds batches on a blocking thread while
+    // another waits for confirms. Each owns a publisher while it runs.
+    let concurrency = cfg.concurrency.max(1);
+    let mut publishers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        publishers.push(transport.publisher(&topo.pretrain()).await?);
+    }
     let mut tasks = transport
-        .consume(&topo.files(), ConsumeOptions { prefetch: 1 })
+        .consume(
+            &topo.files(),
+            ConsumeOptions {
+                prefetch: concurrency as u16,
+            },
+        )
         .await?;
-    let progress = work::progress_bar(plan.tasks.len() as u64);
+    let progress = work::progress_bar(shared.plan.tasks.len() as u64);
+    let mut running: JoinSet<Worked> = JoinSet::new();
+    let mut exhausted = false;
     tokio::pin!(shutdown);
     loop {
-        let next = tokio::select! {
+        if exhausted && running.is_empty() {
+            break;
+        }
+        tokio::select! {
             () = &mut shutdown => {
-                tracing::info!("shutdown: no new tasks");
+                // Abandoned tasks go back to the queue when our consumer
+                // closes; their redo republishes the same batch ids.
+                tracing::info!(running = running.len(), "shutdown: abandoning tasks in hand");
+                running.abort_all();
                 progress.abandon();
                 return Ok(summary);
             }
-            next = tokio::time::timeout(Duration::from_millis(cfg.idle_check_ms), tasks.next()) => next,
-        };
-        let delivery = match next {
-            Ok(Ok(Some(d))) => d,
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                // Nothing delivered for a while: done when no task is waiting.
-                // (Tasks held by live peers are theirs; a dead peer's come
-                // back to whichever producer runs next.)
-                if transport.queue_depth(&topo.files()).await? == 0 {
-                    break;
+            next = tokio::time::timeout(Duration::from_millis(cfg.idle_check_ms), tasks.next()),
+                if !exhausted && running.len() < concurrency =>
+            {
+                match next {
+                    Ok(Ok(Some(delivery))) => {
+                        let publisher = publishers.pop().expect("one publisher per running task");
+                        running.spawn(process(shared.clone(), delivery, publisher));
+                    }
+                    Ok(Ok(None)) => exhausted = true,
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {
+                        // Nothing delivered for a while: done when no task is
+                        // waiting. (Tasks held by live peers are theirs; a dead
+                        // peer's come back to whichever producer runs next.)
+                        exhausted = transport.queue_depth(&topo.files()).await? == 0;
+                    }
                 }
-                continue;
             }
-        };
-        let task = match FileTask::from_bytes(delivery.body()) {
-            Ok(t) => t,
-            Err(e) => {
-                let reason = format!("not a file task: {e}");
-                tracing::warn!(%reason, "rejecting message on the files queue");
-                let _ = delivery.reject(&reason).await;
-                continue;
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let (publisher, done) = joined
+                    .map_err(|e| ProducerError::Config(format!("task worker failed: {e}")))??;
+                publishers.push(publisher);
+                if let Some(done) = done {
+                    summary.tasks += 1;
+                    summary.sequences += done.stats.sequences;
+                    summary.batches += done.entries.len() as u64;
+                    summary.tokens += done.stats.tokens;
+                    summary.padded_tokens += done.stats.padded_tokens;
+                    summary.bytes += done.stats.bytes;
+                    summary.skipped_split_rows += done.stats.skipped_split_rows;
+                    progress.inc(1);
+                }
             }
-        };
-        let done = tokio::select! {
-            () = &mut shutdown => None,
-            r = work::run_task(&cfg, &plan, &task, &mut publisher) => Some(r?),
-        };
-        let Some(done) = done else {
-            tracing::info!(task = %task.task_id, "shutdown mid-task: requeueing it");
-            let _ = delivery.nack_requeue().await;
-            progress.abandon();
-            return Ok(summary);
-        };
-        manifest
-            .append(&done.entries)
-            .map_err(|e| ProducerError::RunDir {
-                path: cfg.run_dir.clone(),
-                source: e,
-            })?;
-        let msg = ControlMessage::TaskDone {
-            task_id: task.task_id.clone(),
-            batches: done.entries.len() as u64,
-            rows: done.stats.sequences,
-            producer: cfg.producer_id.clone(),
-        };
-        transport
-            .publish(
-                &topo.control(),
-                OutMessage::new(msg.message_id(), msg.to_bytes()),
-            )
-            .await?;
-        if let Err(e) = delivery.ack().await {
-            // The task comes back to someone; its redo republishes the same ids.
-            tracing::warn!(task = %task.task_id, error = %e, "task ack failed; it will be redone");
         }
-        summary.tasks += 1;
-        summary.sequences += done.stats.sequences;
-        summary.batches += done.entries.len() as u64;
-        summary.tokens += done.stats.tokens;
-        summary.padded_tokens += done.stats.padded_tokens;
-        summary.bytes += done.stats.bytes;
-        summary.skipped_split_rows += done.stats.skipped_split_rows;
-        progress.inc(1);
     }
     progress.finish_and_clear();
     let msg = ControlMessage::ProducerDone {

@@ -1,0 +1,43 @@
+//! The exactly-once audit of a run: the producers' manifests joined with the
+//! applied ids of every checkpoint.
+
+use std::path::Path;
+
+use pretext_core::manifest::{manifest_dir, read_manifests};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoints::{AppliedHistory, checkpoint_dir};
+use crate::error::TrainError;
+
+/// What `pretext audit` reports. The contract holds when `missing` and
+/// `applied_twice` are 0 and `applied == published`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// Distinct batches the producers' manifests record as published.
+    pub published: u64,
+    /// Distinct batch ids in the checkpoints' applied lists.
+    pub applied: u64,
+    /// Published batches no checkpoint applied.
+    pub missing: u64,
+    /// Batch ids in the applied lists of two (or more) checkpoints.
+    pub applied_twice: u64,
+}
+
+/// Audits `run_dir`: manifests from `RUN_DIR/manifests/`, checkpoints from
+/// `RUN_DIR/checkpoints/`.
+pub fn audit(run_dir: &Path) -> Result<AuditReport, TrainError> {
+    let published = read_manifests(run_dir)
+        .map_err(TrainError::io("read manifests in", manifest_dir(run_dir)))?;
+    let history = AppliedHistory::load(&checkpoint_dir(run_dir))?;
+    let applied = history.distinct();
+    let missing = published
+        .keys()
+        .filter(|id| !applied.contains(id.as_str()))
+        .count();
+    Ok(AuditReport {
+        published: published.len() as u64,
+        applied: applied.len() as u64,
+        missing: missing as u64,
+        applied_twice: history.applied_twice().len() as u64,
+    })
+}

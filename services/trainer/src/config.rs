@@ -1,0 +1,246 @@
+//! [`TrainerConfig`]: everything one trainer run needs, with documented defaults.
+
+use std::path::PathBuf;
+
+use pretext_core::task::Task;
+use pretext_model::tch::Device;
+use pretext_model::{AdamWConfig, Direction, ModelConfig};
+use pretext_mq::{RabbitConfig, TopologyConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+
+/// Default broker: the local RabbitMQ with its guest account.
+pub const DEFAULT_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Default steps between checkpoints.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100;
+/// Default longest time between checkpoints while batches are held unacked:
+/// well inside RabbitMQ's 30-minute `consumer_timeout`.
+pub const DEFAULT_CHECKPOINT_SECS: u64 = 600;
+/// Default number of checkpoints kept (older ones are pruned; their applied
+/// ids live on in the newer ones' history).
+pub const DEFAULT_KEEP_CHECKPOINTS: usize = 3;
+/// Largest prefetch a quorum queue accepts.
+pub const MAX_PREFETCH: u16 = 2000;
+
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA device 0 when libtorch sees one, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device 0; an error if there is none.
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// The tch device.
+    pub fn device(self) -> Result<Device, TrainError> {
+        match self {
+            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda if pretext_model::tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(TrainError::Config(
+                "device cuda requested but libtorch sees no CUDA device".into(),
+            )),
+        }
+    }
+}
+
+/// A trainer run: where the batches come from, where checkpoints go, and
+/// what is trained. Saved (task, seed, optimiser, model) in every
+/// checkpoint; on resume the checkpoint's model config wins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Transport URL: `amqp://…` or `memory[://NAME]` (default the local
+    /// RabbitMQ, [`DEFAULT_BROKER`]).
+    pub broker: String,
+    /// Namespace of the queues: batches from `{ns}.pretrain`, end-of-data
+    /// from `{ns}.control`, rejects to `{ns}.dead` (default `pretext`).
+    pub namespace: String,
+    /// Run directory: checkpoints in `RUN_DIR/checkpoints/step-NNNNNN/`,
+    /// per-step metrics in `RUN_DIR/metrics.jsonl`; producers' manifests in
+    /// `RUN_DIR/manifests/` (default `run`).
+    pub run_dir: PathBuf,
+    /// The pretraining task; a batch of another task is rejected to the
+    /// dead-letter queue (default `masked`). `next` needs a causal model.
+    pub task: Task,
+    /// Stop once the run has made this many optimiser steps in total,
+    /// resumed steps included (default: no limit; the run ends when every
+    /// published batch is applied).
+    pub max_steps: Option<u64>,
+    /// Checkpoint (then ack the batches it contains) every this many steps
+    /// (default 100).
+    pub checkpoint_every: u64,
+    /// Also checkpoint when the oldest unacked applied batch is this old, in
+    /// seconds, so acks beat RabbitMQ's `consumer_timeout` (default 600).
+    pub checkpoint_secs: u64,
+    /// Complete checkpoints kept; 0 keeps all (default 3).
+    pub keep_checkpoints: usize,
+    /// Unacked deliveries the trainer may hold, applied-but-not-checkpointed
+    /// ones included; a checkpoint is forced when they fill it (default
+    /// `checkpoint_every + 16`, at most 2,000).
+    pub prefetch: Option<u16>,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    pub threads: Option<usize>,
+    /// Device (default `auto`).
+    pub device: DeviceChoice,
+    /// Seed of the initial weights and of every step's randomness (default 0).
+    pub seed: u64,
+    /// Architecture of a fresh run.
+    pub model: ModelConfig,
+    /// Optimiser and learning-rate schedule.
+    pub optimizer: AdamWConfig,
+    /// RabbitMQ connection settings.
+    pub rabbit: RabbitConfig,
+    /// Queue bounds; must match what producers declared.
+    pub topology: TopologyConfig,
+    /// Draw a progress bar on stderr (the binary sets it when stderr is a
+    /// terminal; default off).
+    pub progress: bool,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            broker: DEFAULT_BROKER.to_owned(),
+            namespace: "pretext".to_owned(),
+            run_dir: PathBuf::from("run"),
+            task: Task::Masked,
+            max_steps: None,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_secs: DEFAULT_CHECKPOINT_SECS,
+            keep_checkpoints: DEFAULT_KEEP_CHECKPOINTS,
+            prefetch: None,
+            threads: None,
+            device: DeviceChoice::Auto,
+            seed: 0,
+            model: ModelConfig::default(),
+            optimizer: AdamWConfig::default(),
+            rabbit: RabbitConfig::default(),
+            topology: TopologyConfig::default(),
+            progress: false,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// The prefetch actually used.
+    pub fn effective_prefetch(&self) -> u16 {
+        self.prefetch.unwrap_or_else(|| {
+            let want = self.checkpoint_every.saturating_add(16);
+            u16::try_from(want)
+                .unwrap_or(MAX_PREFETCH)
+                .min(MAX_PREFETCH)
+        })
+    }
+
+    /// Directory of the checkpoints.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        crate::checkpoints::checkpoint_dir(&self.run_dir)
+    }
+
+    /// Checks what can be checked before connecting.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let fail = |m: String| Err(TrainError::Config(m));
+        if self.task == Task::Classify {
+            return fail(
+                "the trainer pretrains on `masked` or `next`; `classify` is for fine-tuning".into(),
+            );
+        }
+        if self.checkpoint_every == 0 {
+            return fail("checkpoint_every must be at least 1".into());
+        }
+        let prefetch = self.effective_prefetch();
+        if prefetch == 0 || prefetch > MAX_PREFETCH {
+            return fail(format!(
+                "prefetch must be 1..={MAX_PREFETCH}, got {prefetch}"
+            ));
+        }
+        if self.threads == Some(0) {
+            return fail("threads must be at least 1".into());
+        }
+        if self.namespace.is_empty() {
+            return fail("the namespace is empty".into());
+        }
+        self.model.validate()?;
+        check_direction(self.task, &self.model)
+    }
+}
+
+/// Fails when the model's direction does not suit the task (`next` needs a
+/// causal model: a bidirectional one would see the step it predicts).
+pub fn check_direction(task: Task, model: &ModelConfig) -> Result<(), TrainError> {
+    if task == Task::Next && model.direction != Direction::Causal {
+        return Err(TrainError::Config(
+            "task `next` needs a causal model (direction = causal)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The model direction a task needs: `next` must not see the future.
+pub fn direction_for(task: Task) -> Direction {
+    match task {
+        Task::Next => Direction::Causal,
+        Task::Masked | Task::Classify => Direction::Bidirectional,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_prefetch_covers_a_checkpoint_interval() {
+        let c = TrainerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.effective_prefetch(), 116);
+        let big = TrainerConfig {
+            checkpoint_every: 10_000,
+            ..Default::default()
+        };
+        assert_eq!(big.effective_prefetch(), MAX_PREFETCH);
+    }
+
+    #[test]
+    fn parses_partial_json_and_rejects_bad_values() {
+        let c: TrainerConfig =
+            serde_json::from_str(r#"{"namespace": "n", "task": "next", "model": {"width": 16}}"#)
+                .unwrap();
+        assert_eq!(c.task, Task::Next);
+        assert_eq!(c.model.width, 16);
+        assert!(serde_json::from_str::<TrainerConfig>(r#"{"namespce": "n"}"#).is_err());
+        for bad in [
+            TrainerConfig {
+                task: Task::Classify,
+                ..Default::default()
+            },
+            TrainerConfig {
+                checkpoint_every: 0,
+                ..Default::default()
+            },
+            TrainerConfig {
+                prefetch: Some(0),
+                ..Default::default()
+            },
+            TrainerConfig {
+                threads: Some(0),
+                ..Default::default()
+            },
+            TrainerConfig {
+                task: Task::Next,
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(TrainError::Config(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! pretext-trainer: the pretraining service. Consumes Arrow IPC batches of
+//! self-supervised targets from `{ns}.pretrain`, makes one optimiser step
+//! per batch on a tch 1-D CNN, and checkpoints so that every published
+//! batch contributes to the model exactly once, whatever crashes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), pretext_trainer::TrainError> {
+//! use pretext_trainer::{TrainerConfig, run};
+//! let config = TrainerConfig { namespace: "run1".into(), run_dir: "runs/1".into(), ..Default::default() };
+//! let summary = run(config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! println!("stopped at step {} ({:?})", summary.step, summary.stop);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`config`]: [`TrainerConfig`], every setting with its default.
+//! - [`trainer`]: [`run`] / [`run_with_transport`], the loop: consume,
+//!   dedupe by message id, decode (rejecting bad batches to `{ns}.dead`),
+//!   step, checkpoint, ack; [`TrainSummary`].
+//! - [`step`]: one optimiser step, split into [`step::backward`] and
+//!   [`step::apply`] so a data-parallel all-reduce fits between them.
+//! - [`checkpoints`]: `RUN_DIR/checkpoints/`, the trainer state in
+//!   `state.json`, and the history of applied batch ids.
+//! - [`control`]: the `{ns}.control` stream reader that learns when the
+//!   data ends.
+//! - [`metrics`]: `RUN_DIR/metrics.jsonl`, one line per step.
+//! - [`mod@audit`]: manifests joined with checkpoints (`pretext audit`).
+//! - [`error`]: the error type, [`TrainError`].
+//!
+//! # Run directory
+//! - `checkpoints/step-NNNNNN/` (`model.safetensors`, `optimizer.safetensors`,
+//!   `state.json`): the newest complete one is resumed; each records the
+//!   batch ids applied since the previous one, and the lists of all earlier
+//!   ones, so pruning old checkpoints forgets nothing.
+//! - `metrics.jsonl`: per-step loss, accuracy, tokens/s, padding, data wait, lr.
+//! - `manifests/`: written by producers, read by [`audit()`].
+
+pub mod audit;
+pub mod checkpoints;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod metrics;
+pub mod step;
+pub mod trainer;
+
+pub use audit::{AuditReport, audit};
+pub use checkpoints::{AppliedHistory, TrainingState, checkpoint_dir};
+pub use config::{DeviceChoice, TrainerConfig};
+pub use error::TrainError;
+pub use metrics::{METRICS_FILE, StepMetrics, read_metrics};
+pub use trainer::{StopReason, TrainSummary, run, run_with_transport};

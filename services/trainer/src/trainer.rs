@@ -1,0 +1,624 @@
+//! The trainer loop: consume, decode, dedupe, step, checkpoint, ack.
+//!
+//! Exactly once: a batch's delivery is acked only after a durable checkpoint
+//! records its id; a delivery whose id a checkpoint (or the current,
+//! uncheckpointed stretch) already applied is never applied again. So after
+//! any crash the broker redelivers exactly the batches the latest checkpoint
+//! lacks, and the union of the checkpoints' applied ids says what the model
+//! has seen.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pretext_core::batch::decode;
+use pretext_model::{
+    AdamW, CheckpointState, PretrainModel, latest_checkpoint, load_checkpoint, prune_checkpoints,
+    read_checkpoint_state, save_checkpoint,
+};
+use pretext_mq::{ConsumeOptions, Consumer, Delivery, SharedTransport, Topology};
+use serde::Serialize;
+use tracing::instrument;
+
+use crate::checkpoints::{AppliedHistory, TrainingState};
+use crate::config::{TrainerConfig, check_direction};
+use crate::control::ControlWatch;
+use crate::error::TrainError;
+use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::step::{Learner, is_batch_error};
+
+/// How long the end-of-run drain waits for further deliveries.
+const DRAIN_WAIT: Duration = Duration::from_millis(500);
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Every planned task is done and every batch it published is applied.
+    EndOfData,
+    /// `max_steps` reached.
+    MaxSteps,
+    /// The shutdown future completed.
+    Shutdown,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainSummary {
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Optimiser steps of the whole run, resumed ones included.
+    pub step: u64,
+    /// The step of the checkpoint this run resumed from.
+    pub resumed_from: Option<u64>,
+    /// Batches applied by this process.
+    pub applied: u64,
+    /// Distinct batches applied by the run, resumed ones included.
+    pub applied_total: u64,
+    /// Deliveries of already applied batches, acked and skipped.
+    pub skipped_duplicates: u64,
+    /// Deliveries rejected to the dead-letter queue.
+    pub rejected: u64,
+    /// The newest checkpoint at the end.
+    pub last_checkpoint: Option<PathBuf>,
+    /// Loss of the last step of this process.
+    pub last_loss: Option<f64>,
+}
+
+/// Runs a trainer until the data ends, `max_steps`, or `shutdown`
+/// completes, connecting to `config.broker`. On shutdown it finishes the
+/// current step, checkpoints, acks, and returns `Ok`.
+#[instrument(skip_all, fields(ns = %config.namespace))]
+pub async fn run(
+    config: TrainerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<TrainSummary, TrainError> {
+    config.validate()?;
+    let transport = pretext_mq::connect(&config.broker, config.rabbit).await?;
+    let memory = config.broker.trim().starts_with("memory");
+    let result = run_with_transport(config, transport.clone(), shutdown).await;
+    // A named memory transport is shared with the rest of the process; a
+    // broker connection is ours to close.
+    if !memory && let Err(err) = transport.close().await {
+        tracing::debug!(error = %err, "closing the transport failed");
+    }
+    result
+}
+
+/// [`run`] over a transport the caller provides (tests, `pretext demo`);
+/// `config.broker` is ignored and the transport is left open.
+#[instrument(skip_all, fields(ns = %config.namespace))]
+pub async fn run_with_transport(
+    config: TrainerConfig,
+    transport: SharedTransport,
+    shutdown: impl Future<Output = ()>,
+) -> Result<TrainSummary, TrainError> {
+    config.validate()?;
+    let topology = Topology::with_config(config.namespace.clone(), config.topology);
+    topology.declare(&*transport).await?;
+    let history = AppliedHistory::load(&config.checkpoint_dir())?;
+    let start = build_learner(&config)?;
+    let metrics = MetricsWriter::open(&config.run_dir, start.resumed_from.unwrap_or(0))?;
+    let mut control = ControlWatch::start(&transport, &topology.control(), config.task)
+        .await
+        .map_err(|source| TrainError::Control {
+            queue: topology.control(),
+            source,
+        })?;
+    let prefetch = config.effective_prefetch();
+    let mut consumer = transport
+        .consume(&topology.pretrain(), ConsumeOptions { prefetch })
+        .await?;
+    tracing::info!(
+        step = start.learner.optimizer.step_count(),
+        resumed_from = ?start.resumed_from,
+        applied = history.distinct().len(),
+        prefetch,
+        task = %config.task,
+        "trainer started"
+    );
+    if u64::from(prefetch) < config.checkpoint_every {
+        tracing::info!(
+            prefetch,
+            checkpoint_every = config.checkpoint_every,
+            "prefetch is smaller than the checkpoint interval: checkpoints come every {prefetch} steps"
+        );
+    }
+    let bar = config.progress.then(progress_bar);
+    let mut session = Session {
+        applied: history.distinct().into_iter().map(str::to_owned).collect(),
+        history,
+        learner: Some(start.learner),
+        tokens_seen: start.tokens_seen,
+        resumed_from: start.resumed_from,
+        last_checkpoint: start.checkpoint,
+        pending: Vec::new(),
+        held: HashMap::new(),
+        held_count: 0,
+        pending_since: None,
+        idle_since: Instant::now(),
+        metrics,
+        bar,
+        counts: Counts::default(),
+        config,
+        topology,
+    };
+    let stop = session.train(&mut *consumer, &mut control, shutdown).await;
+    let stop = match stop {
+        Ok(stop) => stop,
+        Err(err) => {
+            // Whatever failed, work already done is worth keeping when the
+            // model is intact: record it so its redeliveries are skipped.
+            if !matches!(err, TrainError::Model(_) | TrainError::Panic(_))
+                && let Err(ckpt) = session.checkpoint().await
+            {
+                tracing::warn!(error = %ckpt, "could not checkpoint after the error");
+            }
+            return Err(err);
+        }
+    };
+    session.checkpoint().await?;
+    if stop == StopReason::EndOfData {
+        session.drain(&mut *consumer).await;
+    }
+    drop(consumer);
+    Ok(session.finish(stop))
+}
+
+/// The learner a run starts with.
+struct Start {
+    learner: Learner,
+    resumed_from: Option<u64>,
+    checkpoint: Option<PathBuf>,
+    tokens_seen: u64,
+}
+
+/// Resumes from the newest complete checkpoint, or builds a fresh model.
+fn build_learner(config: &TrainerConfig) -> Result<Start, TrainError> {
+    let device = config.device.device()?;
+    if let Some(n) = config.threads {
+        pretext_model::tch::set_num_threads(n as i32);
+    }
+    let Some(path) = latest_checkpoint(&config.checkpoint_dir())? else {
+        let learner = Learner::fresh(
+            &config.model,
+            config.optimizer,
+            config.seed,
+            device,
+            config.threads,
+        )?;
+        return Ok(Start {
+            learner,
+            resumed_from: None,
+            checkpoint: None,
+            tokens_seen: 0,
+        });
+    };
+    let state: CheckpointState<TrainingState> = read_checkpoint_state(&path)?;
+    if state.training.task != config.task {
+        return Err(TrainError::Config(format!(
+            "{} holds a `{}` run; this trainer is for `{}`",
+            path.display(),
+            state.training.task,
+            config.task
+        )));
+    }
+    if state.model != config.model {
+        tracing::warn!(checkpoint = ?state.model, given = ?config.model, "model flags differ from the checkpoint's; resuming with the checkpoint's");
+    }
+    if state.training.optimizer != config.optimizer {
+        tracing::warn!(checkpoint = ?state.training.optimizer, given = ?config.optimizer, "optimizer settings differ from the checkpoint's; using the given ones");
+    }
+    check_direction(config.task, &state.model)?;
+    let mut model = PretrainModel::new(&state.model, device)?;
+    let mut optimizer = AdamW::new(model.var_store(), config.optimizer);
+    let state: CheckpointState<TrainingState> =
+        load_checkpoint(&path, model.var_store_mut(), Some(&mut optimizer))?;
+    if optimizer.step_count() != state.step {
+        return Err(TrainError::Config(format!(
+            "{}: optimizer state at step {}, checkpoint at step {}",
+            path.display(),
+            optimizer.step_count(),
+            state.step
+        )));
+    }
+    tracing::info!(checkpoint = %path.display(), step = state.step, "resuming");
+    let learner = Learner {
+        model,
+        optimizer,
+        rng: state.rng,
+        threads: config.threads,
+    };
+    Ok(Start {
+        learner,
+        resumed_from: Some(state.step),
+        checkpoint: Some(path),
+        tokens_seen: state.training.tokens_seen,
+    })
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let style =
+        ProgressStyle::with_template("{spinner} batches {pos}/{len} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar
+}
+
+/// Counters for the summary.
+#[derive(Debug, Default)]
+struct Counts {
+    applied: u64,
+    skipped: u64,
+    rejected: u64,
+    last_loss: Option<f64>,
+}
+
+/// The state of one running trainer.
+struct Session {
+    config: TrainerConfig,
+    topology: Topology,
+    /// `None` only while a step or checkpoint runs on the blocking pool.
+    learner: Option<Learner>,
+    /// Applied ids recorded by checkpoints.
+    history: AppliedHistory,
+    /// Every applied id: `history` plus `pending`.
+    applied: HashSet<String>,
+    /// Ids applied since the last checkpoint, in order.
+    pending: Vec<String>,
+    /// Their deliveries, unacked until the next checkpoint (a republished
+    /// copy of a pending batch is held with it and acked with it).
+    held: HashMap<String, Vec<Delivery>>,
+    /// Deliveries in `held`: they use up the prefetch.
+    held_count: usize,
+    /// When the oldest pending batch was applied.
+    pending_since: Option<Instant>,
+    /// End of the last step or checkpoint: waiting for data starts here.
+    idle_since: Instant,
+    tokens_seen: u64,
+    resumed_from: Option<u64>,
+    last_checkpoint: Option<PathBuf>,
+    metrics: MetricsWriter,
+    bar: Option<ProgressBar>,
+    counts: Counts,
+}
+
+impl Session {
+    fn learner(&self) -> &Learner {
+        self.learner
+            .as_ref()
+            .expect("the learner is back after every blocking task")
+    }
+
+    fn step_count(&self) -> u64 {
+        self.learner().optimizer.step_count()
+    }
+
+    /// The main loop; returns why it stopped, with pending work not yet
+    /// checkpointed.
+    async fn train(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        control: &mut ControlWatch,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<StopReason, TrainError> {
+        tokio::pin!(shutdown);
+        let mut control_alive = true;
+        loop {
+            if let Some(stop) = self.finished(control.total()) {
+                return Ok(stop);
+            }
+            if self.checkpoint_due() {
+                self.checkpoint().await?;
+            }
+            let deadline = self.pending_since.map(|t| {
+                tokio::time::Instant::from_std(t + Duration::from_secs(self.config.checkpoint_secs))
+            });
+            let next = tokio::select! {
+                biased;
+                () = &mut shutdown => {
+                    tracing::info!(step = self.step_count(), "shutdown requested");
+                    return Ok(StopReason::Shutdown);
+                }
+                changed = control.changed(), if control_alive => {
+                    if changed.is_err() {
+                        control_alive = false;
+                        control.finish().await?;
+                        tracing::warn!("the control stream ended; the run can only stop at max_steps or on shutdown");
+                    }
+                    if let (Some(bar), Some(total)) = (&self.bar, control.total()) {
+                        bar.set_length(total);
+                    }
+                    continue;
+                }
+                () = sleep_until(deadline) => {
+                    // The oldest held delivery is getting old: checkpoint now.
+                    self.checkpoint().await?;
+                    continue;
+                }
+                next = consumer.next() => next?,
+            };
+            let Some(delivery) = next else {
+                return Err(TrainError::ConsumerEnded {
+                    queue: consumer.queue().to_owned(),
+                });
+            };
+            self.handle(delivery).await?;
+        }
+    }
+
+    /// Whether the run is complete.
+    fn finished(&self, total: Option<u64>) -> Option<StopReason> {
+        if total.is_some_and(|t| self.applied.len() as u64 >= t) {
+            return Some(StopReason::EndOfData);
+        }
+        if self
+            .config
+            .max_steps
+            .is_some_and(|m| self.step_count() >= m)
+        {
+            return Some(StopReason::MaxSteps);
+        }
+        None
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        !self.pending.is_empty()
+            && (self.pending.len() as u64 >= self.config.checkpoint_every
+                // No more deliveries come while the prefetch is full of held ones.
+                || self.held_count >= usize::from(self.config.effective_prefetch())
+                || self
+                    .pending_since
+                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.config.checkpoint_secs)))
+    }
+
+    /// Skips, rejects or applies one delivery.
+    async fn handle(&mut self, delivery: Delivery) -> Result<(), TrainError> {
+        let id = delivery.message_id().to_owned();
+        if id.is_empty() {
+            self.reject(
+                delivery,
+                "batch has no message_id, so a redelivery could not be recognised",
+            )
+            .await;
+            return Ok(());
+        }
+        if self.applied.contains(&id) {
+            if let Some(copies) = self.held.get_mut(&id) {
+                tracing::debug!(
+                    id,
+                    "another copy of a batch applied since the last checkpoint; acked with it"
+                );
+                copies.push(delivery);
+                self.held_count += 1;
+            } else {
+                tracing::debug!(
+                    id,
+                    redelivered = delivery.redelivered(),
+                    "batch already applied; skipped"
+                );
+                if let Err(err) = delivery.ack().await {
+                    tracing::warn!(id, error = %err, "ack of a skipped batch failed; it will come again");
+                }
+            }
+            self.counts.skipped += 1;
+            return Ok(());
+        }
+        let batch = match decode(delivery.body().to_vec()) {
+            Ok(batch) => batch,
+            Err(err) => {
+                self.reject(delivery, &err.to_string()).await;
+                return Ok(());
+            }
+        };
+        if batch.task != self.config.task {
+            let reason = format!(
+                "batch task `{}` does not match this trainer's task `{}`",
+                batch.task, self.config.task
+            );
+            self.reject(delivery, &reason).await;
+            return Ok(());
+        }
+        let stats = batch.stats();
+        let bucket_len = batch.bucket_len as u64;
+        let started = Instant::now();
+        let mut learner = self.learner.take().expect("learner present");
+        let (learner, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = learner.step(&batch);
+            (learner, outcome)
+        })
+        .await
+        .map_err(|e| TrainError::Panic(e.to_string()))?;
+        self.learner = Some(learner);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) if is_batch_error(&err) => {
+                self.reject(delivery, &format!("batch unusable by the model: {err}"))
+                    .await;
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let now = Instant::now();
+        let step_secs = now.duration_since(self.idle_since).as_secs_f64();
+        let wait_secs = started.duration_since(self.idle_since).as_secs_f64();
+        self.idle_since = now;
+        self.applied.insert(id.clone());
+        self.pending.push(id.clone());
+        self.held.entry(id.clone()).or_default().push(delivery);
+        self.held_count += 1;
+        self.pending_since.get_or_insert(now);
+        self.tokens_seen += stats.real_tokens;
+        self.counts.applied += 1;
+        self.counts.last_loss = Some(outcome.loss);
+        let total_positions = (stats.rows * bucket_len).max(1) as f64;
+        let m = StepMetrics {
+            step: outcome.stats.step,
+            loss: outcome.loss,
+            accuracy: outcome.accuracy,
+            tokens_per_s: stats.real_tokens as f64 / step_secs.max(1e-9),
+            padded_fraction: stats.padded_tokens as f64 / total_positions,
+            data_wait_fraction: if step_secs > 0.0 {
+                wait_secs / step_secs
+            } else {
+                0.0
+            },
+            lr: outcome.stats.lr,
+            grad_norm: outcome.stats.grad_norm,
+            rows: stats.rows,
+            bucket_len,
+            real_tokens: stats.real_tokens,
+            loss_tokens: outcome.count,
+            step_secs,
+            batch_id: id,
+        };
+        self.metrics.write(&m)?;
+        tracing::debug!(
+            step = m.step,
+            loss = m.loss,
+            accuracy = m.accuracy,
+            tokens_per_s = m.tokens_per_s,
+            "step"
+        );
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.applied.len() as u64);
+            bar.set_message(format!(
+                "step {} loss {:.4} acc {:.3}",
+                m.step, m.loss, m.accuracy
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves a delivery to the dead-letter queue with `reason`. A failure
+    /// leaves it unacked (it comes back, and is rejected again); the trainer
+    /// goes on either way.
+    async fn reject(&mut self, delivery: Delivery, reason: &str) {
+        let id = delivery.message_id().to_owned();
+        tracing::warn!(id, reason, dead = %self.topology.dead(), "rejecting a delivery to the dead-letter queue");
+        if let Err(err) = delivery.reject(reason).await {
+            tracing::warn!(id, error = %err, "could not dead-letter the delivery");
+        }
+        self.counts.rejected += 1;
+    }
+
+    /// Writes a checkpoint of everything applied so far, then acks the
+    /// deliveries it covers. Nothing to do without pending batches.
+    async fn checkpoint(&mut self) -> Result<(), TrainError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let learner = self.learner.take().expect("learner present");
+        let training = TrainingState {
+            task: self.config.task,
+            seed: self.config.seed,
+            optimizer: *learner.optimizer.config(),
+            tokens_seen: self.tokens_seen,
+            earlier_applied: self.history.segments(),
+        };
+        let mut state = CheckpointState::new(
+            learner.optimizer.step_count(),
+            *learner.model.config(),
+            training,
+        );
+        state.rng = learner.rng;
+        state.applied_batch_ids = self.pending.clone();
+        let dir = self.config.checkpoint_dir();
+        let keep = self.config.keep_checkpoints;
+        let (learner, saved) = tokio::task::spawn_blocking(move || {
+            let saved =
+                save_checkpoint(&dir, learner.model.var_store(), &learner.optimizer, &state)
+                    .and_then(|path| {
+                        if keep > 0 {
+                            prune_checkpoints(&dir, keep)?;
+                        }
+                        Ok((path, state.step))
+                    });
+            (learner, saved)
+        })
+        .await
+        .map_err(|e| TrainError::Panic(e.to_string()))?;
+        self.learner = Some(learner);
+        let (path, step) = saved?;
+        // Durable: now the broker may forget these batches.
+        let batches = self.pending.len();
+        self.history.add(step, std::mem::take(&mut self.pending));
+        let mut failed = 0;
+        for delivery in std::mem::take(&mut self.held).into_values().flatten() {
+            let id = delivery.message_id().to_owned();
+            if let Err(err) = delivery.ack().await {
+                failed += 1;
+                tracing::debug!(id, error = %err, "ack failed");
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "acks failed after the checkpoint; those batches will be redelivered and skipped"
+            );
+        }
+        self.held_count = 0;
+        self.pending_since = None;
+        self.idle_since = Instant::now();
+        tracing::info!(step, batches, loss = ?self.counts.last_loss, path = %path.display(), "checkpoint written");
+        self.last_checkpoint = Some(path);
+        Ok(())
+    }
+
+    /// After the end of the data: acks redeliveries of applied batches that
+    /// are still queued (a crash between a checkpoint and its acks leaves
+    /// them), waiting briefly for each.
+    async fn drain(&mut self, consumer: &mut dyn Consumer) {
+        while let Ok(Ok(Some(delivery))) = tokio::time::timeout(DRAIN_WAIT, consumer.next()).await {
+            if !self.applied.contains(delivery.message_id()) {
+                // Not ours to apply now; dropping it returns it to the queue.
+                tracing::info!(
+                    id = delivery.message_id(),
+                    "an unknown batch is queued after the end of the data; left in the queue"
+                );
+                break;
+            }
+            self.counts.skipped += 1;
+            if let Err(err) = delivery.ack().await {
+                tracing::debug!(error = %err, "ack of a drained duplicate failed");
+            }
+        }
+    }
+
+    fn finish(self, stop: StopReason) -> TrainSummary {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let summary = TrainSummary {
+            stop,
+            step: self.step_count(),
+            resumed_from: self.resumed_from,
+            applied: self.counts.applied,
+            applied_total: self.applied.len() as u64,
+            skipped_duplicates: self.counts.skipped,
+            rejected: self.counts.rejected,
+            last_checkpoint: self.last_checkpoint,
+            last_loss: self.counts.last_loss,
+        };
+        tracing::info!(
+            ?stop,
+            step = summary.step,
+            applied = summary.applied,
+            skipped = summary.skipped_duplicates,
+            rejected = summary.rejected,
+            "trainer stopped"
+        );
+        summary
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
