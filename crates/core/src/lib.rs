@@ -11,6 +11,7 @@
 //! - [`split`]: `train` / `valid` / `test` and the hash that decides an absent split.
 //! - [`bucket`]: length buckets and token-budget batching.
 //! - [`task`]: masked / next / classify targets.
+//! - [`trivial`]: the trivial token predictors pretraining must beat.
 //! - [`batch`]: the batch type and its Arrow IPC codec.
 //! - [`control`]: control-stream messages, file tasks, and the end-of-data rule.
 
@@ -24,6 +25,7 @@ pub mod report;
 pub mod split;
 pub mod synth;
 pub mod task;
+pub mod trivial;
 pub mod validate;
 
 /// Largest value a step may hold (values are 0..=MAX_VALUE).

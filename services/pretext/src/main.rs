@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The main job end to end on a small synthetic dataset.
+    Demo(cmd::demo::Args),
     /// Write the synthetic dataset (Parquet, raw-input contract).
     GenData(cmd::gen_data::Args),
     /// Check Parquet files row by row; quarantine rejected rows.
@@ -39,8 +41,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    // The demo prints its own story; services log at info.
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    init_tracing(cli.log_json, default_level);
     let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
         Command::GenData(a) => cmd::gen_data::run(a),
         Command::Validate(a) => cmd::validate::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
@@ -63,9 +68,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PRETEXT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("PRETEXT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod demo;
 pub mod gen_data;
 pub mod inspect;
 pub mod produce;

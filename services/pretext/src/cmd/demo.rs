@@ -1,0 +1,211 @@
+//! `pretext demo`: the main job end to end on a small synthetic dataset:
+//! generate, validate, measure the floor, publish batches and pretrain
+//! through the transport (in-process by default), audit, and report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use pretext_core::floor::{features, histogram_floor};
+use pretext_core::input::{ValidatingReader, discover};
+use pretext_core::report::validate_paths;
+use pretext_core::split::Split;
+use pretext_core::synth::{SynthConfig, generate};
+use pretext_core::task::Task;
+use pretext_core::trivial::trivial_accuracy;
+use pretext_core::validate::{IdRegistry, ValidationConfig};
+use pretext_model::ModelConfig;
+use pretext_producer::ProducerConfig;
+use pretext_trainer::TrainerConfig;
+use pretext_trainer::config::direction_for;
+
+/// Arguments of `pretext demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where data, runs and the report go.
+    #[arg(long, default_value = "out/demo")]
+    pub out: PathBuf,
+    /// `memory` (in-process, the default) or `amqp://…`.
+    #[arg(long, env = "PRETEXT_BROKER", default_value = "memory")]
+    pub broker: String,
+    /// Sequences in the synthetic dataset.
+    #[arg(long, default_value_t = 600)]
+    pub sequences: usize,
+    /// Longest sequence (the contract allows 30720; kept small so the demo
+    /// runs in minutes on a laptop CPU).
+    #[arg(long, default_value_t = 4096)]
+    pub max_len: usize,
+    /// Pretraining epochs (fresh masks each).
+    #[arg(long, default_value_t = 2)]
+    pub epochs: u32,
+    /// Model width.
+    #[arg(long, default_value_t = 64)]
+    pub width: i64,
+    /// Residual blocks.
+    #[arg(long, default_value_t = 6)]
+    pub depth: usize,
+    /// libtorch threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs the demo.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let data = args.out.join("data");
+    if args.out.exists() {
+        std::fs::remove_dir_all(&args.out)
+            .with_context(|| format!("clearing {}", args.out.display()))?;
+    }
+    let synth = SynthConfig {
+        sequences: args.sequences,
+        max_len: args.max_len,
+        seed: args.seed,
+        rows_per_file: 200,
+        ..SynthConfig::default()
+    };
+    let s = generate(&synth, &data)?;
+    println!(
+        "1. gen-data: {} sequences, {} tokens in {} files under {}",
+        s.rows,
+        s.tokens,
+        s.files.len(),
+        data.display()
+    );
+
+    let vcfg = ValidationConfig {
+        max_len: args.max_len,
+        ..ValidationConfig::default()
+    };
+    let reports = validate_paths(
+        std::slice::from_ref(&data),
+        vcfg,
+        Some(&args.out.join("quarantine")),
+        2,
+    )?;
+    let (valid, rejected): (u64, u64) = reports
+        .iter()
+        .fold((0, 0), |(v, r), f| (v + f.valid, r + f.rejected_total()));
+    println!("2. validate: {valid} valid rows, {rejected} rejected");
+
+    let (floor, trivial) = describe(&data, vcfg)?;
+    println!(
+        "3. floor: histogram + length classifier {:.1}% on test (chance {:.1}%); trivial token predictors: most frequent {:.1}%, copy neighbour {:.1}%",
+        100.0 * floor.accuracy,
+        100.0 * floor.chance,
+        100.0 * trivial.most_frequent,
+        100.0 * trivial.copy_neighbour
+    );
+
+    let rt = tokio::runtime::Runtime::new()?;
+    for task in [Task::Masked, Task::Next] {
+        let run_dir = args.out.join(format!("pretrain-{task}"));
+        let summary = rt.block_on(pretrain(&args, &data, &run_dir, task, vcfg))?;
+        let audit = pretext_trainer::audit::audit(&run_dir)?;
+        let last = last_metrics(&run_dir)?;
+        println!(
+            "4. pretrain {task}: {} steps, token accuracy {:.1}% (last 10 steps), audit: published {} applied {} missing {} applied twice {}",
+            summary.step,
+            100.0 * last,
+            audit.published,
+            audit.applied,
+            audit.missing,
+            audit.applied_twice
+        );
+        anyhow::ensure!(
+            audit.missing == 0 && audit.applied_twice == 0,
+            "audit failed for {task}"
+        );
+    }
+    println!(
+        "done in {:.0} s; everything is under {}",
+        t0.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The histogram floor on labeled train → test, and the trivial token
+/// predictors on train rows.
+fn describe(
+    data: &Path,
+    vcfg: ValidationConfig,
+) -> anyhow::Result<(
+    pretext_core::floor::FloorReport,
+    pretext_core::trivial::TrivialAccuracy,
+)> {
+    let (mut train, mut test, mut seqs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ids = IdRegistry::default();
+    for f in discover(&[data.to_path_buf()])? {
+        let mut r = ValidatingReader::open(&f, vcfg, None, None)?;
+        while let Some(c) = r.next_chunk(&mut ids)? {
+            for row in c.verdict.rows {
+                if let Some(l) = row.label.clone() {
+                    match row.split {
+                        Split::Train => train.push((features(&row.values), l)),
+                        Split::Test => test.push((features(&row.values), l)),
+                        Split::Valid => {}
+                    }
+                }
+                if row.split == Split::Train {
+                    seqs.push(row.values);
+                }
+            }
+        }
+    }
+    let trivial = trivial_accuracy(seqs.iter().map(Vec::as_slice));
+    Ok((histogram_floor(&train, &test), trivial))
+}
+
+async fn pretrain(
+    args: &Args,
+    data: &Path,
+    run_dir: &Path,
+    task: Task,
+    vcfg: ValidationConfig,
+) -> anyhow::Result<pretext_trainer::TrainSummary> {
+    let ns = format!("demo-{task}");
+    let transport = pretext_mq::connect(&args.broker, pretext_mq::RabbitConfig::default()).await?;
+    let mut p = ProducerConfig::new(vec![data.to_path_buf()], task, &ns, run_dir.to_path_buf());
+    p.epochs = args.epochs;
+    p.mask.seed = args.seed;
+    p.validation = vcfg;
+    p.buckets.max_tokens = 16_384;
+    let producer = pretext_producer::run(p, transport.clone(), std::future::pending());
+    let model = ModelConfig {
+        width: args.width,
+        depth: args.depth,
+        direction: direction_for(task),
+        ..ModelConfig::default()
+    };
+    let mut t = TrainerConfig {
+        broker: args.broker.clone(),
+        namespace: ns.clone(),
+        run_dir: run_dir.to_path_buf(),
+        task,
+        threads: Some(args.threads),
+        seed: args.seed,
+        model,
+        checkpoint_every: 50,
+        ..TrainerConfig::default()
+    };
+    t.optimizer.lr = 2e-3;
+    t.optimizer.warmup_steps = 20;
+    let trainer = pretext_trainer::run_with_transport(t, transport.clone(), std::future::pending());
+    let (produced, trained) = tokio::join!(producer, trainer);
+    produced.context("producer")?;
+    let summary = trained.context("trainer")?;
+    pretext_mq::Topology::new(&ns).delete(&*transport).await?;
+    Ok(summary)
+}
+
+/// Mean token accuracy of the last 10 steps in `metrics.jsonl`.
+fn last_metrics(run_dir: &Path) -> anyhow::Result<f64> {
+    let m = pretext_trainer::metrics::read_metrics(&run_dir.join("metrics.jsonl"))?;
+    let tail = &m[m.len().saturating_sub(10)..];
+    Ok(tail.iter().map(|s| s.accuracy).sum::<f64>() / tail.len().max(1) as f64)
+}
