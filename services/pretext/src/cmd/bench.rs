@@ -19,9 +19,38 @@ use serde_json::json;
 pub enum Bench {
     /// Batch building in memory: bucketing + masking + IPC encode.
     Build(BuildArgs),
+    /// Training steps of the pretraining model on fixed shapes; writes the
+    /// weights, a batch and its logits for the PyTorch reference.
+    Train(TrainArgs),
     /// Parquet → broker with confirms, against the broker's ceiling:
     /// pre-built payloads of the same size and count, same confirm window.
     Publish(PublishArgs),
+}
+
+/// Arguments of `pretext bench train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Where weights, batch and logits go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model width.
+    #[arg(long, default_value_t = 128)]
+    pub width: i64,
+    /// Residual blocks.
+    #[arg(long, default_value_t = 8)]
+    pub depth: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8)]
+    pub rows: i64,
+    /// Bucket length.
+    #[arg(long, default_value_t = 4096)]
+    pub len: i64,
+    /// Timed steps (after one untimed warm-up step).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// libtorch threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: i32,
 }
 
 /// Arguments of `pretext bench publish`.
@@ -60,6 +89,7 @@ pub struct BuildArgs {
 pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
     match b {
         Bench::Build(a) => build(a),
+        Bench::Train(a) => train(a),
         Bench::Publish(a) => tokio::runtime::Runtime::new()?.block_on(publish(a)),
     }
 }
@@ -190,4 +220,66 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     });
     println!("{doc}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    use pretext_model::tch::{Device, Kind, Tensor};
+    use pretext_model::{AdamW, AdamWConfig, ModelConfig, PretrainModel};
+    tch_threads(a.threads);
+    pretext_model::tch::manual_seed(0);
+    std::fs::create_dir_all(&a.out)?;
+    let cfg = ModelConfig { width: a.width, depth: a.depth, ..ModelConfig::default() };
+    let model = PretrainModel::new(&cfg, Device::Cpu)?;
+    model.var_store().save(a.out.join("model.safetensors"))?;
+    std::fs::write(a.out.join("config.json"), serde_json::to_vec_pretty(&cfg)?)?;
+    // A fixed batch: random values, 15% MASK, rows of decreasing length.
+    let (n, l) = (a.rows, a.len);
+    let values = Tensor::randint(41, [n, l], (Kind::Int64, Device::Cpu));
+    let chosen = Tensor::rand([n, l], (Kind::Float, Device::Cpu)).lt(0.15);
+    let tokens = values.where_self(&chosen.logical_not(), &Tensor::from(41i64));
+    let lengths = Tensor::from_slice(&(0..n).map(|i| l - i * (l / (2 * n))).collect::<Vec<i64>>());
+    let positions = Tensor::arange(l, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let loss_mask = chosen.logical_and(&positions.lt_tensor(&lengths.unsqueeze(1)));
+    let logits = model.forward_t(&tokens, &lengths, false)?;
+    Tensor::write_safetensors(
+        &[
+            ("tokens", &tokens),
+            ("lengths", &lengths),
+            ("targets", &values),
+            ("loss_mask", &loss_mask.to_kind(Kind::Uint8)),
+            ("logits", &logits.contiguous()),
+        ],
+        a.out.join("batch.safetensors"),
+    )?;
+    let mut opt = AdamW::new(model.var_store(), AdamWConfig::default());
+    let mut step = || -> anyhow::Result<()> {
+        opt.zero_grad();
+        let stats = model.loss(&tokens, &lengths, &values, &loss_mask, true)?;
+        (stats.sum / stats.count as f64).backward();
+        opt.step()?;
+        Ok(())
+    };
+    step()?;
+    let t0 = Instant::now();
+    for _ in 0..a.steps {
+        step()?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let real: i64 = Vec::<i64>::try_from(&lengths)?.iter().sum();
+    println!(
+        "{}",
+        json!({
+            "steps": a.steps,
+            "seconds": secs,
+            "real_tokens_per_step": real,
+            "tokens_per_s": (real as f64) * a.steps as f64 / secs,
+            "threads": a.threads,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tch_threads(n: i32) {
+    pretext_model::tch::set_num_threads(n);
+    pretext_model::tch::set_num_interop_threads(1);
 }
