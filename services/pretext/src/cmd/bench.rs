@@ -69,6 +69,10 @@ pub struct PublishArgs {
     /// Token budget per batch.
     #[arg(long, default_value_t = 65_536)]
     pub max_tokens: usize,
+    /// Consume and ack while producing, so inputs larger than the queue
+    /// bound pass through (for peak-memory runs on big files).
+    #[arg(long)]
+    pub drain: bool,
 }
 
 /// Arguments of `pretext bench build`.
@@ -185,9 +189,29 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     let mut cfg =
         pretext_producer::ProducerConfig::new(a.data.clone(), Task::Masked, &ns, run_dir.clone());
     cfg.buckets.max_tokens = a.max_tokens;
+    let drainer = if a.drain {
+        let topo = Topology::new(&ns);
+        topo.declare(&*transport).await?;
+        let mut c = transport
+            .consume(
+                &topo.pretrain(),
+                pretext_mq::ConsumeOptions { prefetch: 256 },
+            )
+            .await?;
+        Some(tokio::spawn(async move {
+            while let Ok(Some(d)) = c.next().await {
+                let _ = d.ack().await;
+            }
+        }))
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let summary = pretext_producer::run(cfg, transport.clone(), std::future::pending()).await?;
     let produce_s = t0.elapsed().as_secs_f64();
+    if let Some(d) = drainer {
+        d.abort();
+    }
     Topology::new(&ns).delete(&*transport).await?;
     // Ceiling: the same number of messages of the same mean size.
     let ceil_ns = format!("{ns}-ceiling");
@@ -228,7 +252,11 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     tch_threads(a.threads);
     pretext_model::tch::manual_seed(0);
     std::fs::create_dir_all(&a.out)?;
-    let cfg = ModelConfig { width: a.width, depth: a.depth, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        width: a.width,
+        depth: a.depth,
+        ..ModelConfig::default()
+    };
     let model = PretrainModel::new(&cfg, Device::Cpu)?;
     model.var_store().save(a.out.join("model.safetensors"))?;
     std::fs::write(a.out.join("config.json"), serde_json::to_vec_pretty(&cfg)?)?;
