@@ -190,19 +190,7 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         pretext_producer::ProducerConfig::new(a.data.clone(), Task::Masked, &ns, run_dir.clone());
     cfg.buckets.max_tokens = a.max_tokens;
     let drainer = if a.drain {
-        let topo = Topology::new(&ns);
-        topo.declare(&*transport).await?;
-        let mut c = transport
-            .consume(
-                &topo.pretrain(),
-                pretext_mq::ConsumeOptions { prefetch: 256 },
-            )
-            .await?;
-        Some(tokio::spawn(async move {
-            while let Ok(Some(d)) = c.next().await {
-                let _ = d.ack().await;
-            }
-        }))
+        Some(drain(&transport, &ns).await?)
     } else {
         None
     };
@@ -219,6 +207,11 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     topo.declare(&*transport).await?;
     let size = (summary.bytes / summary.batches.max(1)) as usize;
     let payload = bytes::Bytes::from(vec![7u8; size]);
+    let drainer = if a.drain {
+        Some(drain(&transport, &ceil_ns).await?)
+    } else {
+        None
+    };
     let t0 = Instant::now();
     let mut p = transport.publisher(&topo.pretrain()).await?;
     for i in 0..summary.batches {
@@ -227,6 +220,9 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     p.flush().await?;
     let ceiling_s = t0.elapsed().as_secs_f64();
+    if let Some(d) = drainer {
+        d.abort();
+    }
     topo.delete(&*transport).await?;
     let _ = std::fs::remove_dir_all(&run_dir);
     let mb = summary.bytes as f64 / 1e6;
@@ -310,4 +306,24 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
 fn tch_threads(n: i32) {
     pretext_model::tch::set_num_threads(n);
     pretext_model::tch::set_num_interop_threads(1);
+}
+
+/// Consumes and acks everything published to `{ns}.pretrain` until aborted.
+async fn drain(
+    transport: &pretext_mq::SharedTransport,
+    ns: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let topo = pretext_mq::Topology::new(ns);
+    topo.declare(&**transport).await?;
+    let mut c = transport
+        .consume(
+            &topo.pretrain(),
+            pretext_mq::ConsumeOptions { prefetch: 256 },
+        )
+        .await?;
+    Ok(tokio::spawn(async move {
+        while let Ok(Some(d)) = c.next().await {
+            let _ = d.ack().await;
+        }
+    }))
 }
