@@ -42,7 +42,11 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; services log at info.
-    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     init_tracing(cli.log_json, default_level);
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
@@ -70,7 +74,8 @@ fn main() -> std::process::ExitCode {
 
 fn init_tracing(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PRETEXT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_env("PRETEXT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
