@@ -30,11 +30,17 @@ enum Command {
     Produce(cmd::produce::Args),
     /// Pretrain the model on the published batches (resumes, exactly once).
     Train(cmd::train::Args),
+    /// Start N local ranks of a data-parallel command: `launch --nproc 2 -- train ...`.
+    Launch(cmd::launch::Args),
     /// Check a run: published vs applied batches, missing, applied twice.
     Audit(cmd::audit::Args),
     /// Benchmarks (the Rust side of bench/).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
+    /// Fine-tune a pretrained encoder (or none: the baseline) on labeled rows; report on test.
+    Finetune(cmd::finetune::Args),
+    /// The grid {none, masked, next} × label fractions × seeds, with report and plots.
+    Experiment(cmd::experiment::Args),
     /// Print the batch contract (the checked-in schemas/batch.schema.json).
     Schema,
 }
@@ -55,8 +61,11 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Produce(a) => cmd::produce::run_cmd(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Launch(a) => cmd::launch::run(a),
         Command::Audit(a) => cmd::audit::run(a),
         Command::Bench(b) => cmd::bench::run(b),
+        Command::Finetune(a) => cmd::finetune::run(a),
+        Command::Experiment(a) => cmd::experiment::run(a),
         Command::Schema => {
             let doc = pretext_core::batch::contract_json();
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));

@@ -22,6 +22,102 @@ pub const DEFAULT_CHECKPOINT_SECS: u64 = 600;
 pub const DEFAULT_KEEP_CHECKPOINTS: usize = 3;
 /// Largest prefetch a quorum queue accepts.
 pub const MAX_PREFETCH: u16 = 2000;
+/// Default collective timeout of a data-parallel run, in seconds.
+pub const DEFAULT_DIST_TIMEOUT_SECS: u64 = 60;
+/// Default gradient bucket size of a data-parallel run, in MiB (as DDP).
+pub const DEFAULT_BUCKET_MB: usize = 25;
+/// Default longest wait of a data-parallel rank for its next batch before
+/// the ranks step without it, in milliseconds.
+pub const DEFAULT_BATCH_WAIT_MS: u64 = 100;
+
+/// One rank of a data-parallel run (like PyTorch DDP over Gloo): where the
+/// ranks meet (torchrun's `MASTER_ADDR`, `MASTER_PORT`, `WORLD_SIZE`,
+/// `RANK`) and how long a rank waits for the others. Every rank must share
+/// the run directory: rank 0 writes the checkpoints, every rank resumes
+/// from them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorldConfig {
+    /// Host of the rendezvous store (`MASTER_ADDR`; default `127.0.0.1`).
+    pub master_addr: String,
+    /// Port of the rendezvous store (`MASTER_PORT`; default 29500).
+    pub master_port: u16,
+    /// Number of ranks (`WORLD_SIZE`; default 1).
+    pub world_size: usize,
+    /// This rank (`RANK`); unset takes one from the store's counter, so
+    /// identical replicas work (default unset).
+    pub rank: Option<usize>,
+    /// Seconds a rank waits for the others in the rendezvous and in every
+    /// collective: a dead or hung rank makes the others fail after this
+    /// (default 60). Rank 0 writing a checkpoint must fit in it.
+    pub timeout_secs: u64,
+    /// Gradient bucket size in MiB (default 25).
+    pub bucket_mb: usize,
+    /// Milliseconds a rank with no batch at hand waits for one before the
+    /// ranks step without it (default 100).
+    pub batch_wait_ms: u64,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        Self {
+            master_addr: "127.0.0.1".into(),
+            master_port: 29500,
+            world_size: 1,
+            rank: None,
+            timeout_secs: DEFAULT_DIST_TIMEOUT_SECS,
+            bucket_mb: DEFAULT_BUCKET_MB,
+            batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
+        }
+    }
+}
+
+impl WorldConfig {
+    /// The torchrun variables in the environment, with these defaults for
+    /// the rest; `None` without `WORLD_SIZE`.
+    pub fn from_env() -> Result<Option<Self>, TrainError> {
+        let Some(rdv) = pretext_dist::Rendezvous::from_env()? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            master_addr: rdv.master_addr,
+            master_port: rdv.master_port,
+            world_size: rdv.world_size,
+            rank: rdv.rank,
+            ..Self::default()
+        }))
+    }
+
+    /// The rendezvous it describes.
+    pub fn rendezvous(&self) -> pretext_dist::Rendezvous {
+        pretext_dist::Rendezvous {
+            master_addr: self.master_addr.clone(),
+            master_port: self.master_port,
+            world_size: self.world_size,
+            rank: self.rank,
+        }
+    }
+
+    fn validate(&self) -> Result<(), TrainError> {
+        let fail = |m: String| Err(TrainError::Config(m));
+        if self.world_size == 0 {
+            return fail("world.world_size must be at least 1".into());
+        }
+        if self.rank.is_some_and(|r| r >= self.world_size) {
+            return fail(format!(
+                "world.rank {:?} is not below world_size {}",
+                self.rank, self.world_size
+            ));
+        }
+        if self.timeout_secs == 0 || self.bucket_mb == 0 {
+            return fail("world.timeout_secs and world.bucket_mb must be at least 1".into());
+        }
+        if self.batch_wait_ms.saturating_mul(4) > self.timeout_secs.saturating_mul(1000) {
+            return fail("world.batch_wait_ms must be well under world.timeout_secs".into());
+        }
+        Ok(())
+    }
+}
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +198,9 @@ pub struct TrainerConfig {
     /// Draw a progress bar on stderr (the binary sets it when stderr is a
     /// terminal; default off).
     pub progress: bool,
+    /// Data-parallel training: this process is one rank of the world
+    /// described (default: none, a single process).
+    pub world: Option<WorldConfig>,
 }
 
 impl Default for TrainerConfig {
@@ -124,6 +223,7 @@ impl Default for TrainerConfig {
             rabbit: RabbitConfig::default(),
             topology: TopologyConfig::default(),
             progress: false,
+            world: None,
         }
     }
 }
@@ -166,6 +266,9 @@ impl TrainerConfig {
         }
         if self.namespace.is_empty() {
             return fail("the namespace is empty".into());
+        }
+        if let Some(world) = &self.world {
+            world.validate()?;
         }
         self.model.validate()?;
         check_direction(self.task, &self.model)
@@ -234,6 +337,14 @@ mod tests {
             },
             TrainerConfig {
                 task: Task::Next,
+                ..Default::default()
+            },
+            TrainerConfig {
+                world: Some(WorldConfig {
+                    world_size: 2,
+                    rank: Some(2),
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
         ] {

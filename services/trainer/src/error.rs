@@ -53,6 +53,18 @@ pub enum TrainError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Data-parallel: the rendezvous or a collective failed (a rank died or
+    /// hung past the timeout, ranks disagree); every rank stops with its
+    /// batches since the last checkpoint unacked. Restart all ranks.
+    #[error(transparent)]
+    Dist(#[from] pretext_dist::DistError),
+    /// Data parallel: rank 0 could not write the checkpoint the ranks
+    /// agreed on (its own log says why); no rank acks anything.
+    #[error("rank 0 could not write the checkpoint of step {step}; see its log")]
+    LeaderCheckpoint {
+        /// The step of the checkpoint.
+        step: u64,
+    },
     /// The training thread panicked.
     #[error("the training thread panicked: {0}")]
     Panic(String),

@@ -17,6 +17,10 @@
 //! - [`trainer`]: [`run`] / [`run_with_transport`], the loop: consume,
 //!   dedupe by message id, decode (rejecting bad batches to `{ns}.dead`),
 //!   step, checkpoint, ack; [`TrainSummary`].
+//!   With [`TrainerConfig::world`] set, one rank of a data-parallel run
+//!   (`trainer/parallel.rs`): every step is taken by all ranks together over
+//!   Gloo (`pretext-dist`): batch ids exchanged through the store, flags,
+//!   loss sums and bucketed gradients all-reduced, rank 0 checkpointing.
 //! - [`step`]: one optimiser step, split into [`step::backward`] and
 //!   [`step::apply`] so a data-parallel all-reduce fits between them.
 //! - [`checkpoints`]: `RUN_DIR/checkpoints/`, the trainer state in
@@ -32,7 +36,8 @@
 //!   `state.json`): the newest complete one is resumed; each records the
 //!   batch ids applied since the previous one, and the lists of all earlier
 //!   ones, so pruning old checkpoints forgets nothing.
-//! - `metrics.jsonl`: per-step loss, accuracy, tokens/s, padding, data wait, lr.
+//! - `metrics.jsonl`: per-step loss, accuracy, tokens/s, padding, data wait, lr
+//!   (data parallel: rank 0's; rank r writes `metrics.rank{r}.jsonl`).
 //! - `manifests/`: written by producers, read by [`audit()`].
 
 pub mod audit;
@@ -46,7 +51,7 @@ pub mod trainer;
 
 pub use audit::{AuditReport, audit};
 pub use checkpoints::{AppliedHistory, TrainingState, checkpoint_dir};
-pub use config::{DeviceChoice, TrainerConfig};
+pub use config::{DeviceChoice, TrainerConfig, WorldConfig};
 pub use error::TrainError;
 pub use metrics::{METRICS_FILE, StepMetrics, read_metrics};
 pub use trainer::{StopReason, TrainSummary, run, run_with_transport};

@@ -8,8 +8,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
 
-/// File name of the metrics in the run directory.
+/// File name of the metrics in the run directory (rank 0's in a
+/// data-parallel run).
 pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// File name of rank `rank`'s metrics: [`METRICS_FILE`] for rank 0,
+/// `metrics.rank{r}.jsonl` for the others. In a data-parallel run loss,
+/// accuracy, learning rate, gradient norm and tokens/s are the step's
+/// (all ranks together); rows, lengths, tokens and `batch_id` are this
+/// rank's batch (`batch_id` empty when it had none that step).
+pub fn metrics_file(rank: usize) -> String {
+    if rank == 0 {
+        METRICS_FILE.to_owned()
+    } else {
+        format!("metrics.rank{rank}.jsonl")
+    }
+}
 
 /// What one step did, as written to `metrics.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,14 +70,19 @@ impl MetricsWriter {
     /// `resumed_step`: lines of later steps (written before a crash, and about
     /// to be redone) are dropped, so every step appears once.
     pub fn open(run_dir: &Path, resumed_step: u64) -> Result<Self, TrainError> {
+        Self::open_file(run_dir, METRICS_FILE, resumed_step)
+    }
+
+    /// [`Self::open`] for the metrics file `name` (see [`metrics_file`]).
+    pub fn open_file(run_dir: &Path, name: &str, resumed_step: u64) -> Result<Self, TrainError> {
         std::fs::create_dir_all(run_dir).map_err(TrainError::io("create", run_dir))?;
-        let path = run_dir.join(METRICS_FILE);
+        let path = run_dir.join(name);
         if path.exists() {
             let kept = read_metrics(&path)?
                 .into_iter()
                 .filter(|m| m.step <= resumed_step)
                 .collect::<Vec<_>>();
-            let tmp = run_dir.join(format!(".{METRICS_FILE}.tmp"));
+            let tmp = run_dir.join(format!(".{name}.tmp"));
             let mut buf = Vec::new();
             for m in &kept {
                 serde_json::to_writer(&mut buf, m)

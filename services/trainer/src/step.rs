@@ -136,7 +136,7 @@ pub struct Learner {
 /// (tests, `pretext demo`), or the draws depend on timing.
 static TORCH_RNG: Mutex<()> = Mutex::new(());
 
-fn lock_torch_rng() -> MutexGuard<'static, ()> {
+pub(crate) fn lock_torch_rng() -> MutexGuard<'static, ()> {
     TORCH_RNG.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -7,13 +7,15 @@
 //! lacks, and the union of the checkpoints' applied ids says what the model
 //! has seen.
 
+mod parallel;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pretext_core::batch::decode;
+use pretext_core::batch::{DecodedBatch, decode};
 use pretext_model::{
     AdamW, CheckpointState, PretrainModel, latest_checkpoint, load_checkpoint, prune_checkpoints,
     read_checkpoint_state, save_checkpoint,
@@ -26,7 +28,7 @@ use crate::checkpoints::{AppliedHistory, TrainingState};
 use crate::config::{TrainerConfig, check_direction};
 use crate::control::ControlWatch;
 use crate::error::TrainError;
-use crate::metrics::{MetricsWriter, StepMetrics};
+use crate::metrics::{MetricsWriter, StepMetrics, metrics_file};
 use crate::step::{Learner, is_batch_error};
 
 /// How long the end-of-run drain waits for further deliveries.
@@ -65,6 +67,14 @@ pub struct TrainSummary {
     pub last_checkpoint: Option<PathBuf>,
     /// Loss of the last step of this process.
     pub last_loss: Option<f64>,
+    /// Ranks of the run (1 without data parallelism).
+    pub world_size: usize,
+    /// This process's rank.
+    pub rank: usize,
+    /// Seconds this rank spent in the gradient all-reduces (from ranks in
+    /// step, so waiting for a slower rank is not counted); 0 without data
+    /// parallelism.
+    pub comm_secs: f64,
 }
 
 /// Runs a trainer until the data ends, `max_steps`, or `shutdown`
@@ -98,9 +108,29 @@ pub async fn run_with_transport(
     config.validate()?;
     let topology = Topology::with_config(config.namespace.clone(), config.topology);
     topology.declare(&*transport).await?;
+    // Data parallel: meet the other ranks before reading the checkpoints, so
+    // that rank 0 cannot write one while another rank is still loading.
+    let group = match &config.world {
+        Some(world) => Some(parallel::join(world).await?),
+        None => None,
+    };
     let history = AppliedHistory::load(&config.checkpoint_dir())?;
-    let start = build_learner(&config)?;
-    let metrics = MetricsWriter::open(&config.run_dir, start.resumed_from.unwrap_or(0))?;
+    let mut start = build_learner(&config)?;
+    let dist = match (group, &config.world) {
+        (Some(group), Some(world)) => {
+            let (dist, learner) =
+                parallel::Dist::start(group, world, start.learner, &history).await?;
+            start.learner = learner;
+            Some(dist)
+        }
+        _ => None,
+    };
+    let rank = dist.as_ref().map_or(0, parallel::Dist::rank);
+    let metrics = MetricsWriter::open_file(
+        &config.run_dir,
+        &metrics_file(rank),
+        start.resumed_from.unwrap_or(0),
+    )?;
     let mut control = ControlWatch::start(&transport, &topology.control(), config.task)
         .await
         .map_err(|source| TrainError::Control {
@@ -126,7 +156,7 @@ pub async fn run_with_transport(
             "prefetch is smaller than the checkpoint interval: checkpoints come every {prefetch} steps"
         );
     }
-    let bar = config.progress.then(progress_bar);
+    let bar = (config.progress && rank == 0).then(progress_bar);
     let mut session = Session {
         applied: history.distinct().into_iter().map(str::to_owned).collect(),
         history,
@@ -135,6 +165,7 @@ pub async fn run_with_transport(
         resumed_from: start.resumed_from,
         last_checkpoint: start.checkpoint,
         pending: Vec::new(),
+        pending_steps: 0,
         held: HashMap::new(),
         held_count: 0,
         pending_since: None,
@@ -144,14 +175,25 @@ pub async fn run_with_transport(
         counts: Counts::default(),
         config,
         topology,
+        dist,
     };
-    let stop = session.train(&mut *consumer, &mut control, shutdown).await;
+    let stop = if session.dist.is_some() {
+        session
+            .train_parallel(&mut *consumer, &mut control, shutdown)
+            .await
+    } else {
+        session.train(&mut *consumer, &mut control, shutdown).await
+    };
     let stop = match stop {
         Ok(stop) => stop,
         Err(err) => {
             // Whatever failed, work already done is worth keeping when the
             // model is intact: record it so its redeliveries are skipped.
-            if !matches!(err, TrainError::Model(_) | TrainError::Panic(_))
+            // Not in a data-parallel run: a checkpoint needs every rank, and
+            // the others are gone or failing too; the batches since the last
+            // one stay unacked and come back to the restarted ranks.
+            if session.dist.is_none()
+                && !matches!(err, TrainError::Model(_) | TrainError::Panic(_))
                 && let Err(ckpt) = session.checkpoint().await
             {
                 tracing::warn!(error = %ckpt, "could not checkpoint after the error");
@@ -164,6 +206,7 @@ pub async fn run_with_transport(
         session.drain(&mut *consumer).await;
     }
     drop(consumer);
+    session.leave_group().await?;
     Ok(session.finish(stop))
 }
 
@@ -267,8 +310,11 @@ struct Session {
     history: AppliedHistory,
     /// Every applied id: `history` plus `pending`.
     applied: HashSet<String>,
-    /// Ids applied since the last checkpoint, in order.
+    /// Ids applied since the last checkpoint, in order (by every rank, in
+    /// rank order within a step, in a data-parallel run).
     pending: Vec<String>,
+    /// Optimiser steps since the last checkpoint.
+    pending_steps: u64,
     /// Their deliveries, unacked until the next checkpoint (a republished
     /// copy of a pending batch is held with it and acked with it).
     held: HashMap<String, Vec<Delivery>>,
@@ -284,6 +330,15 @@ struct Session {
     metrics: MetricsWriter,
     bar: Option<ProgressBar>,
     counts: Counts,
+    /// This rank's process group, in a data-parallel run.
+    dist: Option<parallel::Dist>,
+}
+
+/// A delivery ready to step on: not applied yet, decoded, of this task.
+struct Ready {
+    id: String,
+    delivery: Delivery,
+    batch: DecodedBatch,
 }
 
 impl Session {
@@ -367,7 +422,7 @@ impl Session {
 
     fn checkpoint_due(&self) -> bool {
         !self.pending.is_empty()
-            && (self.pending.len() as u64 >= self.config.checkpoint_every
+            && (self.pending_steps >= self.config.checkpoint_every
                 // No more deliveries come while the prefetch is full of held ones.
                 || self.held_count >= usize::from(self.config.effective_prefetch())
                 || self
@@ -375,8 +430,9 @@ impl Session {
                     .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.config.checkpoint_secs)))
     }
 
-    /// Skips, rejects or applies one delivery.
-    async fn handle(&mut self, delivery: Delivery) -> Result<(), TrainError> {
+    /// Skips (acks, or holds with its pending original) a batch already
+    /// applied, rejects one that cannot be used, and returns the rest decoded.
+    async fn prepare(&mut self, delivery: Delivery) -> Option<Ready> {
         let id = delivery.message_id().to_owned();
         if id.is_empty() {
             self.reject(
@@ -384,15 +440,21 @@ impl Session {
                 "batch has no message_id, so a redelivery could not be recognised",
             )
             .await;
-            return Ok(());
+            return None;
         }
         if self.applied.contains(&id) {
-            if let Some(copies) = self.held.get_mut(&id) {
+            // Applied since the last checkpoint (by this rank or, data
+            // parallel, by another, which may die before the checkpoint:
+            // then this delivery is the one that must come back): held
+            // and acked with the checkpoint.
+            let pending =
+                self.held.contains_key(&id) || (self.dist.is_some() && self.pending.contains(&id));
+            if pending {
                 tracing::debug!(
                     id,
                     "another copy of a batch applied since the last checkpoint; acked with it"
                 );
-                copies.push(delivery);
+                self.held.entry(id).or_default().push(delivery);
                 self.held_count += 1;
             } else {
                 tracing::debug!(
@@ -405,13 +467,13 @@ impl Session {
                 }
             }
             self.counts.skipped += 1;
-            return Ok(());
+            return None;
         }
         let batch = match decode(delivery.body().to_vec()) {
             Ok(batch) => batch,
             Err(err) => {
                 self.reject(delivery, &err.to_string()).await;
-                return Ok(());
+                return None;
             }
         };
         if batch.task != self.config.task {
@@ -420,8 +482,25 @@ impl Session {
                 batch.task, self.config.task
             );
             self.reject(delivery, &reason).await;
-            return Ok(());
+            return None;
         }
+        Some(Ready {
+            id,
+            delivery,
+            batch,
+        })
+    }
+
+    /// Skips, rejects or applies one delivery.
+    async fn handle(&mut self, delivery: Delivery) -> Result<(), TrainError> {
+        let Some(Ready {
+            id,
+            delivery,
+            batch,
+        }) = self.prepare(delivery).await
+        else {
+            return Ok(());
+        };
         let stats = batch.stats();
         let bucket_len = batch.bucket_len as u64;
         let started = Instant::now();
@@ -448,6 +527,7 @@ impl Session {
         self.idle_since = now;
         self.applied.insert(id.clone());
         self.pending.push(id.clone());
+        self.pending_steps += 1;
         self.held.entry(id.clone()).or_default().push(delivery);
         self.held_count += 1;
         self.pending_since.get_or_insert(now);
@@ -507,25 +587,20 @@ impl Session {
 
     /// Writes a checkpoint of everything applied so far, then acks the
     /// deliveries it covers. Nothing to do without pending batches.
+    ///
+    /// Data parallel, every rank calls it at the same step: rank 0 writes
+    /// (the pending ids are every rank's), then the ranks agree that it is
+    /// durable and that their parameters are identical, and only then each
+    /// acks its own deliveries.
     async fn checkpoint(&mut self) -> Result<(), TrainError> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        if self.dist.is_some() {
+            return self.checkpoint_parallel().await;
+        }
         let learner = self.learner.take().expect("learner present");
-        let training = TrainingState {
-            task: self.config.task,
-            seed: self.config.seed,
-            optimizer: *learner.optimizer.config(),
-            tokens_seen: self.tokens_seen,
-            earlier_applied: self.history.segments(),
-        };
-        let mut state = CheckpointState::new(
-            learner.optimizer.step_count(),
-            *learner.model.config(),
-            training,
-        );
-        state.rng = learner.rng;
-        state.applied_batch_ids = self.pending.clone();
+        let state = self.checkpoint_state(&learner);
         let dir = self.config.checkpoint_dir();
         let keep = self.config.keep_checkpoints;
         let (learner, saved) = tokio::task::spawn_blocking(move || {
@@ -543,8 +618,36 @@ impl Session {
         .map_err(|e| TrainError::Panic(e.to_string()))?;
         self.learner = Some(learner);
         let (path, step) = saved?;
+        self.checkpoint_durable(path, step, None).await;
+        Ok(())
+    }
+
+    /// What a checkpoint of `learner` now records.
+    fn checkpoint_state(&self, learner: &Learner) -> CheckpointState<TrainingState> {
+        let training = TrainingState {
+            task: self.config.task,
+            seed: self.config.seed,
+            optimizer: *learner.optimizer.config(),
+            tokens_seen: self.tokens_seen,
+            earlier_applied: self.history.segments(),
+        };
+        let mut state = CheckpointState::new(
+            learner.optimizer.step_count(),
+            *learner.model.config(),
+            training,
+        );
+        state.rng = learner.rng;
+        state.world_size = self.dist.as_ref().map_or(1, parallel::Dist::world);
+        state.applied_batch_ids = self.pending.clone();
+        state
+    }
+
+    /// After a durable checkpoint at `step`: records its ids, acks the held
+    /// deliveries, logs.
+    async fn checkpoint_durable(&mut self, path: PathBuf, step: u64, digest: Option<String>) {
         // Durable: now the broker may forget these batches.
         let batches = self.pending.len();
+        self.pending_steps = 0;
         self.history.add(step, std::mem::take(&mut self.pending));
         let mut failed = 0;
         for delivery in std::mem::take(&mut self.held).into_values().flatten() {
@@ -563,9 +666,16 @@ impl Session {
         self.held_count = 0;
         self.pending_since = None;
         self.idle_since = Instant::now();
-        tracing::info!(step, batches, loss = ?self.counts.last_loss, path = %path.display(), "checkpoint written");
+        match digest {
+            Some(params_hash) => {
+                let rank = self.dist.as_ref().map_or(0, parallel::Dist::rank);
+                tracing::info!(step, rank, batches, params_hash, loss = ?self.counts.last_loss, path = %path.display(), "checkpoint written");
+            }
+            None => {
+                tracing::info!(step, batches, loss = ?self.counts.last_loss, path = %path.display(), "checkpoint written");
+            }
+        }
         self.last_checkpoint = Some(path);
-        Ok(())
     }
 
     /// After the end of the data: acks redeliveries of applied batches that
@@ -602,6 +712,9 @@ impl Session {
             rejected: self.counts.rejected,
             last_checkpoint: self.last_checkpoint,
             last_loss: self.counts.last_loss,
+            world_size: self.dist.as_ref().map_or(1, parallel::Dist::world),
+            rank: self.dist.as_ref().map_or(0, parallel::Dist::rank),
+            comm_secs: self.dist.as_ref().map_or(0.0, |d| d.comm_secs),
         };
         tracing::info!(
             ?stop,

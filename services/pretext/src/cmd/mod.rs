@@ -3,8 +3,11 @@
 pub mod audit;
 pub mod bench;
 pub mod demo;
+pub mod experiment;
+pub mod finetune;
 pub mod gen_data;
 pub mod inspect;
+pub mod launch;
 pub mod produce;
 pub mod train;
 pub mod validate;

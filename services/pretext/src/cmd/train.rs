@@ -8,7 +8,8 @@ use anyhow::Context;
 use pretext_core::task::Task;
 use pretext_model::{AdamWConfig, InputEncoding, ModelConfig, NormKind};
 use pretext_trainer::config::{
-    DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECS, DEFAULT_KEEP_CHECKPOINTS, direction_for,
+    DEFAULT_BATCH_WAIT_MS, DEFAULT_BUCKET_MB, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECS,
+    DEFAULT_DIST_TIMEOUT_SECS, DEFAULT_KEEP_CHECKPOINTS, WorldConfig, direction_for,
 };
 use pretext_trainer::{DeviceChoice, TrainerConfig};
 use serde::de::DeserializeOwned;
@@ -59,6 +60,26 @@ pub struct Args {
     pub model: ModelArgs,
     #[command(flatten)]
     pub optimizer: OptimizerArgs,
+    #[command(flatten)]
+    pub dist: DistArgs,
+}
+
+/// Data parallel: active when `WORLD_SIZE` is set (with `MASTER_ADDR`,
+/// `MASTER_PORT` and optionally `RANK`, as `pretext launch` or torchrun set
+/// them); every rank must share the run directory.
+#[derive(Debug, clap::Args)]
+pub struct DistArgs {
+    /// Seconds a rank waits for the others (rendezvous, every collective)
+    /// before failing: a dead or hung rank stops the others after this.
+    #[arg(long, env = "PRETEXT_DIST_TIMEOUT", default_value_t = DEFAULT_DIST_TIMEOUT_SECS)]
+    pub dist_timeout: u64,
+    /// Gradient all-reduce bucket size, MiB.
+    #[arg(long, default_value_t = DEFAULT_BUCKET_MB)]
+    pub bucket_mb: usize,
+    /// Milliseconds a rank without a batch waits for one before the ranks
+    /// step without it.
+    #[arg(long, default_value_t = DEFAULT_BATCH_WAIT_MS)]
+    pub batch_wait_ms: u64,
 }
 
 /// The architecture of a fresh run (a resumed run keeps its checkpoint's).
@@ -180,11 +201,23 @@ impl Args {
 /// Trains until the data ends, `--max-steps`, or SIGTERM / Ctrl-C (which
 /// finish the step, checkpoint, ack and exit 0).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.config();
+    let mut config = args.config();
+    config.world = WorldConfig::from_env()?.map(|w| WorldConfig {
+        timeout_secs: args.dist.dist_timeout,
+        bucket_mb: args.dist.bucket_mb,
+        batch_wait_ms: args.dist.batch_wait_ms,
+        ..w
+    });
     let rt = tokio::runtime::Runtime::new()?;
     let summary = rt
         .block_on(pretext_trainer::run(config, shutdown_signal()))
         .context("trainer failed")?;
+    if summary.world_size > 1 {
+        print!(
+            "rank {}/{} (all-reduce {:.3} s): ",
+            summary.rank, summary.world_size, summary.comm_secs
+        );
+    }
     println!(
         "stopped ({:?}) at step {}: applied {} batches ({} in the run), skipped {} duplicates, rejected {}; checkpoint {}",
         summary.stop,

@@ -1,0 +1,413 @@
+//! The fine-tuning loop: build the classifier (pretrained encoder or
+//! fresh), train for a fixed step budget, evaluate on `valid` at evenly
+//! spaced points keeping the best weights, then score `test`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pretext_core::batch::Batch;
+use pretext_core::bucket::BucketConfig;
+use pretext_model::checkpoint::MODEL_FILE;
+use pretext_model::tch::{self, Device, Tensor};
+use pretext_model::{
+    AdamW, CheckpointState, Classifier, ModelConfig, latest_checkpoint, read_checkpoint_state,
+    save_checkpoint,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FinetuneConfig, FinetuneDevice, Pretrained};
+use crate::data::{Example, LabeledData, batches, stratified_subset};
+use crate::error::FinetuneError;
+use crate::metrics::{ClassMetrics, LengthBand, accuracy_by_length};
+
+/// File name of the report in the run directory.
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// One evaluation on `valid`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidPoint {
+    /// Optimiser steps made.
+    pub step: u64,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: f64,
+    /// Mean cross-entropy on `valid`.
+    pub valid_loss: f64,
+    /// Accuracy on `valid`.
+    pub valid_accuracy: f64,
+}
+
+/// What a run did and scored: `RUN_DIR/metrics.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneReport {
+    /// `none`, or the checkpoint directory the encoder came from.
+    pub pretrained: String,
+    /// The pretraining task of that checkpoint (`masked` / `next`), if known.
+    pub pretrained_task: Option<String>,
+    /// Steps of pretraining behind the encoder (0 for none).
+    pub pretrained_step: u64,
+    /// Encoder variables copied from the checkpoint.
+    pub encoder_variables_loaded: usize,
+    /// The architecture.
+    pub model: ModelConfig,
+    /// Linear probe (encoder frozen).
+    pub freeze_encoder: bool,
+    /// Class names in index order (rows and columns of the confusion matrix).
+    pub classes: Vec<String>,
+    /// Requested fraction of the labeled train rows.
+    pub label_fraction: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Labeled train rows available.
+    pub labeled_train_rows: usize,
+    /// Labeled train rows trained on.
+    pub train_rows: usize,
+    /// Of those, per class.
+    pub train_rows_per_class: Vec<usize>,
+    /// Rows in `valid` and `test`.
+    pub valid_rows: usize,
+    /// Rows in `test`.
+    pub test_rows: usize,
+    /// Optimiser steps made (the budget).
+    pub steps: u64,
+    /// Step of the selected weights.
+    pub best_step: u64,
+    /// Their `valid` accuracy.
+    pub best_valid_accuracy: f64,
+    /// Every evaluation on `valid`.
+    pub history: Vec<ValidPoint>,
+    /// The selected weights on `test`.
+    pub test: ClassMetrics,
+    /// `test` accuracy by length octave.
+    pub test_by_length: Vec<LengthBand>,
+    /// Real tokens trained on.
+    pub train_tokens: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Where the fine-tuned model was saved.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// The checkpoint behind `path`: the newest complete one in
+/// `path/checkpoints/` (a trainer run directory), else in `path`, else
+/// `path` itself if it is a checkpoint.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, FinetuneError> {
+    if let Some(dir) = latest_checkpoint(&path.join("checkpoints"))? {
+        return Ok(dir);
+    }
+    if let Some(dir) = latest_checkpoint(path)? {
+        return Ok(dir);
+    }
+    if pretext_model::checkpoint::check_complete(path).is_ok() {
+        return Ok(path.to_path_buf());
+    }
+    Err(FinetuneError::NoCheckpoint(path.to_path_buf()))
+}
+
+/// What [`build_classifier`] started from.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The checkpoint directory, if any.
+    pub checkpoint: Option<PathBuf>,
+    /// Its pretraining task.
+    pub task: Option<String>,
+    /// Its step.
+    pub step: u64,
+    /// Encoder variables copied.
+    pub loaded: usize,
+}
+
+/// A classifier over `k` classes: the encoder of the pretrained checkpoint
+/// (its `ModelConfig`, so causal stays causal) with a fresh head, or an
+/// entirely fresh one from `fresh`. Seed `tch` first for a reproducible head.
+pub fn build_classifier(
+    pretrained: &Pretrained,
+    fresh: &ModelConfig,
+    k: usize,
+    device: Device,
+) -> Result<(Classifier, Origin), FinetuneError> {
+    match pretrained {
+        Pretrained::None => Ok((Classifier::new(fresh, k as i64, device)?, Origin::default())),
+        Pretrained::Run(path) => {
+            let dir = resolve_checkpoint(path)?;
+            let state: CheckpointState = read_checkpoint_state(&dir)?;
+            let mut model = Classifier::new(&state.model, k as i64, device)?;
+            let loaded = model.load_encoder(&dir.join(MODEL_FILE))?;
+            let task = state
+                .training
+                .get("task")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned);
+            Ok((
+                model,
+                Origin {
+                    checkpoint: Some(dir),
+                    task,
+                    step: state.step,
+                    loaded,
+                },
+            ))
+        }
+    }
+}
+
+/// The tensors of a classify batch: tokens [N, L], lengths `[N]`, labels `[N]`.
+fn tensors(b: &Batch) -> (Tensor, Tensor, Tensor) {
+    let n = b.rows() as i64;
+    let tokens = Tensor::from_slice(&b.input).view([n, b.bucket_len as i64]);
+    let lengths: Vec<i64> = b.lengths.iter().map(|&l| i64::from(l)).collect();
+    let labels: Vec<i64> = b
+        .labels
+        .iter()
+        .map(|l| i64::from(l.expect("classify batches carry labels")))
+        .collect();
+    (
+        tokens,
+        Tensor::from_slice(&lengths),
+        Tensor::from_slice(&labels),
+    )
+}
+
+/// One prediction: (true class, predicted class, sequence length).
+pub type Prediction = (usize, usize, usize);
+
+/// Predictions on `examples`, and the mean cross-entropy.
+pub fn predict(
+    model: &Classifier,
+    examples: &[Example],
+    buckets: &BucketConfig,
+) -> Result<(Vec<Prediction>, f64), FinetuneError> {
+    let refs: Vec<&Example> = examples.iter().collect();
+    let mut out = Vec::with_capacity(examples.len());
+    let mut loss_sum = 0.0;
+    tch::no_grad(|| -> Result<(), FinetuneError> {
+        for b in batches(&refs, buckets, 0, 0, None, false) {
+            let (tokens, lengths, labels) = tensors(&b);
+            let logits = model.forward_t(&tokens, &lengths, false)?; // [N, K]
+            let stats = pretext_model::classification_loss(&logits, &labels)?;
+            loss_sum += stats.sum.double_value(&[]);
+            let pred = Vec::<i64>::try_from(logits.f_argmax(-1, false)?)?;
+            for (r, p) in pred.into_iter().enumerate() {
+                let t = b.labels[r].expect("labeled") as usize;
+                out.push((t, p as usize, b.lengths[r] as usize));
+            }
+        }
+        Ok(())
+    })?;
+    let mean = loss_sum / out.len().max(1) as f64;
+    Ok((out, mean))
+}
+
+fn snapshot(model: &Classifier) -> HashMap<String, Tensor> {
+    model
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect()
+}
+
+fn restore(model: &Classifier, saved: &HashMap<String, Tensor>) -> Result<(), FinetuneError> {
+    tch::no_grad(|| -> Result<(), FinetuneError> {
+        for (name, mut var) in model.var_store().variables() {
+            if let Some(t) = saved.get(&name) {
+                var.f_copy_(t)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs one fine-tuning job and writes `RUN_DIR/metrics.json` (and the
+/// checkpoint of the selected weights).
+#[tracing::instrument(skip_all, fields(pretrained = ?config.pretrained, fraction = config.label_fraction, seed = config.seed))]
+pub fn run(config: FinetuneConfig) -> Result<FinetuneReport, FinetuneError> {
+    config.validate()?;
+    let data = LabeledData::load(&config.data, config.validation)?;
+    run_on(&config, &data)
+}
+
+/// [`run`] on data already loaded (the experiment loads once, runs many).
+pub fn run_on(
+    config: &FinetuneConfig,
+    data: &LabeledData,
+) -> Result<FinetuneReport, FinetuneError> {
+    let t0 = Instant::now();
+    config.validate()?;
+    data.check()?;
+    if let Some(n) = config.threads {
+        tch::set_num_threads(n as i32);
+    }
+    let device = match config.device {
+        FinetuneDevice::Auto => Device::cuda_if_available(),
+        FinetuneDevice::Cpu => Device::Cpu,
+    };
+    let k = data.classes.len();
+    tch::manual_seed(config.seed as i64);
+    let (mut model, origin) = build_classifier(&config.pretrained, &config.model, k, device)?;
+    if config.freeze_encoder {
+        model.freeze_encoder();
+    }
+
+    let subset: Vec<&Example> = stratified_subset(
+        data.train.iter().map(|e| (e.id.as_str(), e.class)),
+        config.label_fraction,
+        config.seed,
+    )
+    .into_iter()
+    .map(|i| &data.train[i])
+    .collect();
+    let mut per_class = vec![0usize; k];
+    for e in &subset {
+        per_class[e.class] += 1;
+    }
+    let per_epoch = batches(
+        &subset,
+        &config.buckets,
+        0,
+        config.seed,
+        config.train_crop,
+        true,
+    )
+    .len();
+    let total = (u64::from(config.epochs) * per_epoch as u64)
+        .max(config.min_steps)
+        .max(1);
+    let mut opt_cfg = config.optimizer;
+    opt_cfg.total_steps = total;
+    opt_cfg.warmup_steps = opt_cfg.warmup_steps.min(total / 5);
+    let mut opt = AdamW::new(model.var_store(), opt_cfg);
+    let evals = u64::from(config.evals).min(total);
+    let eval_at: Vec<u64> = (1..=evals).map(|i| (total * i).div_ceil(evals)).collect();
+    tracing::info!(
+        classes = k,
+        train_rows = subset.len(),
+        steps = total,
+        batches_per_epoch = per_epoch,
+        loaded = origin.loaded,
+        "fine-tuning"
+    );
+
+    let (mut step, mut epoch, mut tokens) = (0u64, 0u32, 0u64);
+    let (mut loss_acc, mut loss_n) = (0.0, 0u64);
+    let mut history = Vec::new();
+    let mut best: Option<(f64, f64, u64, HashMap<String, Tensor>)> = None;
+    'outer: loop {
+        for b in batches(
+            &subset,
+            &config.buckets,
+            epoch,
+            config.seed,
+            config.train_crop,
+            true,
+        ) {
+            let (tok, len, lab) = tensors(&b);
+            let stats = model.loss(&tok, &len, &lab, true)?;
+            opt.zero_grad();
+            let loss = &stats.sum / stats.count.max(1) as f64;
+            loss.backward();
+            opt.step()?;
+            step += 1;
+            tokens += b.stats().real_tokens;
+            loss_acc += loss.double_value(&[]);
+            loss_n += 1;
+            if eval_at.contains(&step) {
+                let (pred, valid_loss) = predict(&model, &data.valid, &config.buckets)?;
+                let acc = pred.iter().filter(|(t, p, _)| t == p).count() as f64
+                    / pred.len().max(1) as f64;
+                let point = ValidPoint {
+                    step,
+                    train_loss: loss_acc / loss_n.max(1) as f64,
+                    valid_loss,
+                    valid_accuracy: acc,
+                };
+                tracing::info!(
+                    step,
+                    train_loss = point.train_loss,
+                    valid_loss,
+                    valid_accuracy = acc,
+                    "eval"
+                );
+                history.push(point);
+                (loss_acc, loss_n) = (0.0, 0);
+                let better = best
+                    .as_ref()
+                    .is_none_or(|(a, l, _, _)| acc > *a || (acc == *a && valid_loss < *l));
+                if better {
+                    best = Some((acc, valid_loss, step, snapshot(&model)));
+                }
+            }
+            if step >= total {
+                break 'outer;
+            }
+        }
+        epoch += 1;
+    }
+    let (best_acc, _, best_step, weights) = best.expect("at least one evaluation");
+    restore(&model, &weights)?;
+    let (pred, _) = predict(&model, &data.test, &config.buckets)?;
+    let test = ClassMetrics::from_pairs(k, pred.iter().map(|&(t, p, _)| (t, p)));
+    let test_by_length = accuracy_by_length(
+        &pred
+            .iter()
+            .map(|&(t, p, l)| (l, t == p))
+            .collect::<Vec<_>>(),
+    );
+
+    let mut report = FinetuneReport {
+        pretrained: origin
+            .checkpoint
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+        pretrained_task: origin.task,
+        pretrained_step: origin.step,
+        encoder_variables_loaded: origin.loaded,
+        model: *model.config(),
+        freeze_encoder: config.freeze_encoder,
+        classes: data.classes.iter().map(ToString::to_string).collect(),
+        label_fraction: config.label_fraction,
+        seed: config.seed,
+        labeled_train_rows: data.train.len(),
+        train_rows: subset.len(),
+        train_rows_per_class: per_class,
+        valid_rows: data.valid.len(),
+        test_rows: data.test.len(),
+        steps: step,
+        best_step,
+        best_valid_accuracy: best_acc,
+        history,
+        test,
+        test_by_length,
+        train_tokens: tokens,
+        seconds: 0.0,
+        checkpoint: None,
+    };
+    std::fs::create_dir_all(&config.run_dir)
+        .map_err(FinetuneError::io("create", &config.run_dir))?;
+    if config.save_checkpoint {
+        let state = CheckpointState::new(
+            best_step,
+            *model.config(),
+            serde_json::json!({ "task": "classify", "config": config, "report": &report }),
+        );
+        let dir = save_checkpoint(
+            &config.run_dir.join("checkpoints"),
+            model.var_store(),
+            &opt,
+            &state,
+        )?;
+        report.checkpoint = Some(dir);
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    let path = config.run_dir.join(METRICS_FILE);
+    let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+    std::fs::write(&path, json).map_err(FinetuneError::io("write", &path))?;
+    tracing::info!(
+        test_accuracy = report.test.accuracy,
+        macro_f1 = report.test.macro_f1,
+        best_step,
+        seconds = report.seconds,
+        "fine-tuned"
+    );
+    Ok(report)
+}

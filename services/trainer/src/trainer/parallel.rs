@@ -1,0 +1,653 @@
+//! Data-parallel training, like PyTorch DDP on the same engine (c10d's
+//! Gloo through `pretext-dist`). Every rank consumes its own batches from
+//! the shared queue; each optimiser step is one *round* that every rank
+//! takes together:
+//!
+//! 1. each rank waits up to `batch_wait_ms` for a batch it has not applied,
+//!    and writes the batch's id to the store;
+//! 2. one small all-reduce agrees on flags (shutdown, finished, checkpoint
+//!    wanted) and on which ranks hold a batch, so a rank without one never
+//!    leaves another waiting: it steps with zero gradients and zero tokens;
+//! 3. each rank reads the others' ids (a copy of the batch a lower rank
+//!    holds this round is not applied twice), runs backward on its batch,
+//!    and the ranks all-reduce the loss sums and counts, then the gradients
+//!    in flat buckets; each divides by the global loss-token count and
+//!    steps AdamW, so the update is the one a single process would make on
+//!    the union of the round's batches;
+//! 4. every rank records every rank's applied ids, so the exactly-once
+//!    bookkeeping (`pending`, `applied`) is the same on all ranks.
+//!
+//! Checkpoints are collective too: rank 0 writes, the ranks agree that it is
+//! durable and that their parameters hash the same, then each acks its own
+//! deliveries. A failed collective (a rank died or hung past the timeout)
+//! ends every rank with an error naming the lost rank and nothing acked.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pretext_core::batch::DecodedBatch;
+use pretext_dist::{DistError, GradBuckets, GroupOptions, ProcessGroup, digest};
+use pretext_model::checkpoint::checkpoint_dir_name;
+use pretext_model::tch::Tensor;
+use pretext_model::{ModelError, StepStats, prune_checkpoints, save_checkpoint};
+use pretext_mq::Consumer;
+
+use super::{Ready, Session, StopReason};
+use crate::checkpoints::AppliedHistory;
+use crate::config::WorldConfig;
+use crate::control::ControlWatch;
+use crate::error::TrainError;
+use crate::metrics::StepMetrics;
+use crate::step::{Learner, StepBatch, apply, backward, is_batch_error, lock_torch_rng};
+
+/// Store key of `rank`'s batch id in `round`.
+fn round_key(round: u64, rank: usize) -> String {
+    format!("pretext/round/{round}/{rank}")
+}
+
+/// This rank's membership of the run.
+pub(super) struct Dist {
+    group: Arc<ProcessGroup>,
+    /// The gradient buckets, planned once from the parameters.
+    buckets: Arc<GradBuckets>,
+    /// How long a rank without a batch waits for one each round.
+    batch_wait: Duration,
+    /// Rounds taken so far (names the store keys).
+    round: u64,
+    /// The round whose key this rank last wrote, deleted a round later.
+    key_written: Option<u64>,
+    /// Seconds spent in the gradient all-reduces.
+    pub(super) comm_secs: f64,
+    /// This rank's shutdown future has completed (it must not be polled again).
+    shutdown_seen: bool,
+    /// The control stream reader still runs.
+    control_alive: bool,
+}
+
+/// Meets the other ranks (blocking, on the blocking pool).
+pub(super) async fn join(world: &WorldConfig) -> Result<ProcessGroup, TrainError> {
+    let rdv = world.rendezvous();
+    let options = GroupOptions {
+        timeout: Duration::from_secs(world.timeout_secs),
+        ..GroupOptions::default()
+    };
+    let group = tokio::task::spawn_blocking(move || pretext_dist::init(&rdv, options))
+        .await
+        .map_err(|e| TrainError::Panic(e.to_string()))??;
+    Ok(group)
+}
+
+impl Dist {
+    /// Makes the ranks' starting points one: the same resumed step,
+    /// parameter layout and applied history (else an error), then rank 0's
+    /// parameters on every rank.
+    pub(super) async fn start(
+        group: ProcessGroup,
+        world: &WorldConfig,
+        learner: Learner,
+        history: &AppliedHistory,
+    ) -> Result<(Self, Learner), TrainError> {
+        let applied = history.distinct().len() as i64;
+        let bucket_bytes = world.bucket_mb.saturating_mul(1 << 20);
+        let group = Arc::new(group);
+        let g = group.clone();
+        let (learner, buckets) = tokio::task::spawn_blocking(move || {
+            let mut learner = learner;
+            let synced = (|| -> Result<GradBuckets, DistError> {
+                g.check_equal("resumed step", learner.optimizer.step_count() as i64)?;
+                g.check_equal("parameter elements", learner.optimizer.numel() as i64)?;
+                g.check_equal("batches applied by the checkpoints", applied)?;
+                let mut params: Vec<Tensor> = learner
+                    .optimizer
+                    .parameters()
+                    .iter()
+                    .map(Tensor::shallow_clone)
+                    .collect();
+                g.broadcast(&mut params, 0)?;
+                Ok(GradBuckets::new(
+                    learner.optimizer.parameters(),
+                    bucket_bytes,
+                ))
+            })();
+            learner.optimizer.zero_grad();
+            (learner, synced)
+        })
+        .await
+        .map_err(|e| TrainError::Panic(e.to_string()))?;
+        let buckets = buckets?;
+        tracing::info!(
+            rank = group.rank(),
+            world = group.world_size(),
+            buckets = buckets.len(),
+            elements = buckets.numel(),
+            "data parallel: parameters broadcast from rank 0"
+        );
+        let dist = Self {
+            group,
+            buckets: Arc::new(buckets),
+            batch_wait: Duration::from_millis(world.batch_wait_ms),
+            round: 0,
+            key_written: None,
+            comm_secs: 0.0,
+            shutdown_seen: false,
+            control_alive: true,
+        };
+        Ok((dist, learner))
+    }
+
+    /// This rank.
+    pub(super) fn rank(&self) -> usize {
+        self.group.rank()
+    }
+
+    /// Number of ranks.
+    pub(super) fn world(&self) -> usize {
+        self.group.world_size()
+    }
+}
+
+/// What the ranks agreed at the start of a round.
+struct Agreement {
+    /// Some rank's shutdown future completed.
+    shutdown: bool,
+    /// Ranks that consider the run finished.
+    stopping: usize,
+    /// Some rank needs a checkpoint after this round.
+    checkpoint: bool,
+    /// Each rank's batch id this round, if it holds one.
+    ids: Vec<Option<String>>,
+}
+
+/// What one data-parallel step did.
+struct RoundOutcome {
+    /// Which ranks' batches the step applied.
+    applied: Vec<bool>,
+    /// This rank's batch, when the model found it unusable.
+    rejected: Option<ModelError>,
+    /// The optimiser's report; `None` when no rank applied anything.
+    step: Option<StepStats>,
+    /// Mean loss and accuracy over every rank's loss positions.
+    loss: f64,
+    accuracy: f64,
+    /// This rank's loss positions.
+    local_count: i64,
+    /// Real tokens of every rank's batch.
+    real_tokens: u64,
+    /// Seconds in the gradient all-reduce.
+    comm_secs: f64,
+}
+
+/// Rank 0 draws what a single process would; the others their own stream.
+fn rank_seed(seed: u64, rank: usize) -> i64 {
+    (seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64
+}
+
+/// Backward on this rank's batch (if any), then the all-reduces and the
+/// update: the same on every rank.
+fn parallel_step(
+    learner: &mut Learner,
+    group: &ProcessGroup,
+    buckets: &GradBuckets,
+    batch: Option<&DecodedBatch>,
+) -> Result<RoundOutcome, TrainError> {
+    if let Some(n) = learner.threads {
+        pretext_model::tch::set_num_threads(n as i32);
+    }
+    let (rank, world) = (group.rank(), group.world_size());
+    let _rng = (learner.model.config().dropout > 0.0).then(lock_torch_rng);
+    let mut rng = learner.rng;
+    let seed = rng.next_seed();
+    learner.optimizer.zero_grad();
+    let mut local = None;
+    let mut rejected = None;
+    if let Some(b) = batch {
+        pretext_model::tch::manual_seed(rank_seed(seed, rank));
+        let result = StepBatch::from_decoded(b)
+            .and_then(|sb| backward(&learner.model, &mut learner.optimizer, &sb));
+        match result {
+            Ok(l) => local = Some(l),
+            Err(err) if is_batch_error(&err) => {
+                learner.optimizer.zero_grad();
+                rejected = Some(err);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    // [loss sum, loss positions, correct, real tokens, applied by rank 0..]
+    let mut sums = vec![0.0f64; 4 + world];
+    if let (Some(l), Some(b)) = (&local, batch) {
+        sums[0] = l.loss_sum;
+        sums[1] = l.count as f64;
+        sums[2] = l.correct as f64;
+        sums[3] = b.stats().real_tokens as f64;
+        sums[4 + rank] = 1.0;
+    }
+    // This one also waits for the slowest rank's backward; the timed
+    // all-reduce below starts with the ranks in step.
+    group.all_reduce_f64(&mut sums)?;
+    let applied: Vec<bool> = sums[4..].iter().map(|&f| f > 0.5).collect();
+    let local_count = local.as_ref().map_or(0, |l| l.count);
+    if !applied.iter().any(|&a| a) {
+        return Ok(RoundOutcome {
+            applied,
+            rejected,
+            step: None,
+            loss: 0.0,
+            accuracy: 0.0,
+            local_count,
+            real_tokens: 0,
+            comm_secs: 0.0,
+        });
+    }
+    let grads = match local {
+        Some(l) => l.grads,
+        // Zero after zero_grad: this rank contributes nothing.
+        None => learner.optimizer.gradients(),
+    };
+    let comm = Instant::now();
+    let summed = buckets.all_reduce(group, &grads)?;
+    let comm_secs = comm.elapsed().as_secs_f64();
+    let count = sums[1].round() as i64;
+    let stats = apply(&mut learner.optimizer, &summed, count)?;
+    learner.rng = rng;
+    let (loss, accuracy) = if count == 0 {
+        (0.0, 0.0)
+    } else {
+        (sums[0] / count as f64, sums[2] / count as f64)
+    };
+    Ok(RoundOutcome {
+        applied,
+        rejected,
+        step: Some(stats),
+        loss,
+        accuracy,
+        local_count,
+        real_tokens: sums[3].round() as u64,
+        comm_secs,
+    })
+}
+
+impl Session {
+    fn dist(&self) -> &Dist {
+        self.dist.as_ref().expect("a data-parallel session")
+    }
+
+    fn dist_mut(&mut self) -> &mut Dist {
+        self.dist.as_mut().expect("a data-parallel session")
+    }
+
+    /// The data-parallel main loop: one round per iteration, every rank in
+    /// step; returns why the ranks agreed to stop.
+    pub(super) async fn train_parallel(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        control: &mut ControlWatch,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<StopReason, TrainError> {
+        tokio::pin!(shutdown);
+        let world = self.dist().world();
+        loop {
+            let stop = self.finished(control.total());
+            let want_checkpoint = self.checkpoint_due();
+            let ready = if stop.is_none() && !want_checkpoint && !self.dist().shutdown_seen {
+                self.poll(consumer, control, shutdown.as_mut()).await?
+            } else {
+                self.check_shutdown(shutdown.as_mut());
+                None
+            };
+            let agreed = match self
+                .agree(
+                    ready.as_ref().map(|r| r.id.clone()),
+                    stop.is_some(),
+                    want_checkpoint,
+                )
+                .await
+            {
+                Ok(agreed) => agreed,
+                Err(err) => {
+                    // Not applied: back to the queue now, not at disconnect.
+                    if let Some(r) = ready {
+                        let _ = r.delivery.nack_requeue().await;
+                    }
+                    return Err(err);
+                }
+            };
+            if agreed.shutdown {
+                if let Some(r) = ready
+                    && let Err(err) = r.delivery.nack_requeue().await
+                {
+                    tracing::debug!(error = %err, "requeue on shutdown failed");
+                }
+                tracing::info!(
+                    step = self.step_count(),
+                    "shutdown requested; every rank stops"
+                );
+                return Ok(StopReason::Shutdown);
+            }
+            let candidates = agreed.ids.iter().filter(|id| id.is_some()).count();
+            if candidates == 0 {
+                if agreed.stopping == world {
+                    return Ok(stop.expect("this rank agreed to stop"));
+                }
+            } else {
+                self.step_parallel(ready, &agreed.ids).await?;
+            }
+            // The same decision on every rank: the flags were agreed, and
+            // the steps since the last checkpoint are the same everywhere.
+            if agreed.checkpoint || self.pending_steps >= self.config.checkpoint_every {
+                self.checkpoint().await?;
+            }
+        }
+    }
+
+    /// Waits up to the batch wait for a batch this run has not applied;
+    /// `None` when none came, the run finished, or shutdown was requested.
+    async fn poll(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        control: &mut ControlWatch,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<Ready>, TrainError> {
+        let deadline = tokio::time::Instant::now() + self.dist().batch_wait;
+        loop {
+            let (shutdown_seen, control_alive) =
+                (self.dist().shutdown_seen, self.dist().control_alive);
+            let next = tokio::select! {
+                biased;
+                () = shutdown.as_mut(), if !shutdown_seen => {
+                    tracing::info!(step = self.step_count(), "shutdown requested");
+                    self.dist_mut().shutdown_seen = true;
+                    return Ok(None);
+                }
+                changed = control.changed(), if control_alive => {
+                    if changed.is_err() {
+                        self.dist_mut().control_alive = false;
+                        control.finish().await?;
+                        tracing::warn!("the control stream ended; the run can only stop at max_steps or on shutdown");
+                    }
+                    if let (Some(bar), Some(total)) = (&self.bar, control.total()) {
+                        bar.set_length(total);
+                    }
+                    if self.finished(control.total()).is_some() {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+                next = consumer.next() => next?,
+            };
+            let Some(delivery) = next else {
+                return Err(TrainError::ConsumerEnded {
+                    queue: consumer.queue().to_owned(),
+                });
+            };
+            if let Some(ready) = self.prepare(delivery).await {
+                return Ok(Some(ready));
+            }
+        }
+    }
+
+    /// Notes a completed shutdown future without waiting.
+    fn check_shutdown(&mut self, shutdown: Pin<&mut impl Future<Output = ()>>) {
+        if self.dist().shutdown_seen {
+            return;
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        if shutdown.poll(&mut cx).is_ready() {
+            tracing::info!(step = self.step_count(), "shutdown requested");
+            self.dist_mut().shutdown_seen = true;
+        }
+    }
+
+    /// Round start: publishes this rank's batch id, agrees on the flags and
+    /// on who holds a batch, and reads the others' ids.
+    async fn agree(
+        &mut self,
+        id: Option<String>,
+        stopping: bool,
+        want_checkpoint: bool,
+    ) -> Result<Agreement, TrainError> {
+        let dist = self.dist_mut();
+        let round = dist.round;
+        dist.round += 1;
+        let stale = dist.key_written.take();
+        if id.is_some() {
+            dist.key_written = Some(round);
+        }
+        let shutdown = dist.shutdown_seen;
+        let group = dist.group.clone();
+        let agreed = tokio::task::spawn_blocking(move || -> Result<Agreement, DistError> {
+            let (rank, world) = (group.rank(), group.world_size());
+            let store = group.store();
+            if let Some(id) = &id {
+                store.set(&round_key(round, rank), id.as_bytes())?;
+            }
+            let mut flags = vec![0i64; 3 + world];
+            flags[0] = i64::from(shutdown);
+            flags[1] = i64::from(stopping);
+            flags[2] = i64::from(want_checkpoint);
+            flags[3 + rank] = i64::from(id.is_some());
+            group.all_reduce_i64(&mut flags)?;
+            // Every rank is past this round's all-reduce, so each has read
+            // the ids of the round before: ours can go.
+            if let Some(old) = stale {
+                store.delete(&round_key(old, rank))?;
+            }
+            let mut ids = Vec::with_capacity(world);
+            for r in 0..world {
+                ids.push(match flags[3 + r] {
+                    0 => None,
+                    _ if r == rank => id.clone(),
+                    _ => Some(
+                        String::from_utf8_lossy(&store.get(&round_key(round, r))?).into_owned(),
+                    ),
+                });
+            }
+            Ok(Agreement {
+                shutdown: flags[0] > 0,
+                stopping: usize::try_from(flags[1]).unwrap_or(0),
+                checkpoint: flags[2] > 0,
+                ids,
+            })
+        })
+        .await
+        .map_err(|e| TrainError::Panic(e.to_string()))??;
+        Ok(agreed)
+    }
+
+    /// One step of every rank together: this rank's batch (if any) plus
+    /// the others'; records every rank's applied ids.
+    async fn step_parallel(
+        &mut self,
+        ready: Option<Ready>,
+        ids: &[Option<String>],
+    ) -> Result<(), TrainError> {
+        let (rank, group, buckets) = {
+            let d = self.dist();
+            (d.rank(), d.group.clone(), d.buckets.clone())
+        };
+        // A copy of a batch a lower rank applies this round: held with it.
+        let ready = match ready {
+            Some(r) if ids[..rank].iter().flatten().any(|id| *id == r.id) => {
+                tracing::debug!(
+                    id = r.id,
+                    "another rank applies this batch this step; held with it"
+                );
+                self.held.entry(r.id).or_default().push(r.delivery);
+                self.held_count += 1;
+                self.counts.skipped += 1;
+                None
+            }
+            other => other,
+        };
+        let (mine, batch) = match ready {
+            Some(Ready {
+                id,
+                delivery,
+                batch,
+            }) => (Some((id, delivery)), Some(batch)),
+            None => (None, None),
+        };
+        let local = batch.as_ref().map(|b| (b.stats(), b.bucket_len as u64));
+        let started = Instant::now();
+        let mut learner = self.learner.take().expect("learner present");
+        let (learner, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = parallel_step(&mut learner, &group, &buckets, batch.as_ref());
+            (learner, outcome)
+        })
+        .await
+        .map_err(|e| TrainError::Panic(e.to_string()))?;
+        self.learner = Some(learner);
+        let outcome = outcome?;
+        self.dist_mut().comm_secs += outcome.comm_secs;
+        let mut mine = mine;
+        if let Some(err) = &outcome.rejected
+            && let Some((_, delivery)) = mine.take()
+        {
+            self.reject(delivery, &format!("batch unusable by the model: {err}"))
+                .await;
+        }
+        let Some(stats) = outcome.step else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let step_secs = now.duration_since(self.idle_since).as_secs_f64();
+        let wait_secs = started.duration_since(self.idle_since).as_secs_f64();
+        self.idle_since = now;
+        for (r, applied) in outcome.applied.iter().enumerate() {
+            if *applied {
+                let id = ids[r]
+                    .clone()
+                    .expect("a rank that applied a batch published its id");
+                self.applied.insert(id.clone());
+                self.pending.push(id);
+            }
+        }
+        self.pending_steps += 1;
+        self.pending_since.get_or_insert(now);
+        self.tokens_seen += outcome.real_tokens;
+        self.counts.last_loss = Some(outcome.loss);
+        let batch_id = match mine {
+            Some((id, delivery)) if outcome.applied[rank] => {
+                self.held.entry(id.clone()).or_default().push(delivery);
+                self.held_count += 1;
+                self.counts.applied += 1;
+                id
+            }
+            _ => String::new(),
+        };
+        let (rows, real, padded, bucket_len) = local.map_or((0, 0, 0, 0), |(s, l)| {
+            (s.rows, s.real_tokens, s.padded_tokens, l)
+        });
+        let total_positions = (rows * bucket_len).max(1) as f64;
+        let m = StepMetrics {
+            step: stats.step,
+            loss: outcome.loss,
+            accuracy: outcome.accuracy,
+            tokens_per_s: outcome.real_tokens as f64 / step_secs.max(1e-9),
+            padded_fraction: padded as f64 / total_positions,
+            data_wait_fraction: if step_secs > 0.0 {
+                wait_secs / step_secs
+            } else {
+                0.0
+            },
+            lr: stats.lr,
+            grad_norm: stats.grad_norm,
+            rows,
+            bucket_len,
+            real_tokens: real,
+            loss_tokens: outcome.local_count,
+            step_secs,
+            batch_id,
+        };
+        self.metrics.write(&m)?;
+        tracing::debug!(
+            step = m.step,
+            rank,
+            loss = m.loss,
+            accuracy = m.accuracy,
+            tokens_per_s = m.tokens_per_s,
+            batch = m.batch_id,
+            "step"
+        );
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.applied.len() as u64);
+            bar.set_message(format!(
+                "step {} loss {:.4} acc {:.3}",
+                m.step, m.loss, m.accuracy
+            ));
+        }
+        Ok(())
+    }
+
+    /// The collective checkpoint (see the module docs).
+    pub(super) async fn checkpoint_parallel(&mut self) -> Result<(), TrainError> {
+        let (rank, group) = (self.dist().rank(), self.dist().group.clone());
+        let learner = self.learner.take().expect("learner present");
+        let state = self.checkpoint_state(&learner);
+        let step = state.step;
+        let dir = self.config.checkpoint_dir();
+        let keep = self.config.keep_checkpoints;
+        let writer_dir = dir.clone();
+        let (learner, saved, agreed) = tokio::task::spawn_blocking(move || {
+            let saved = (rank == 0).then(|| {
+                save_checkpoint(
+                    &writer_dir,
+                    learner.model.var_store(),
+                    &learner.optimizer,
+                    &state,
+                )
+                .and_then(|path| {
+                    if keep > 0 {
+                        prune_checkpoints(&writer_dir, keep)?;
+                    }
+                    Ok(path)
+                })
+            });
+            let agreed = (|| -> Result<(bool, String), DistError> {
+                // Rank 0 says whether its checkpoint is durable; the others
+                // wait for it here, before any of them acks.
+                let mut durable = [i64::from(matches!(saved, Some(Ok(_))))];
+                group.all_reduce_i64(&mut durable)?;
+                let hash = digest(learner.optimizer.parameters())?;
+                if durable[0] == 1 {
+                    let short = i64::from_str_radix(&hash[..15], 16).unwrap_or_default();
+                    group.check_equal("parameter digest", short)?;
+                }
+                Ok((durable[0] == 1, hash))
+            })();
+            (learner, saved, agreed)
+        })
+        .await
+        .map_err(|e| TrainError::Panic(e.to_string()))?;
+        self.learner = Some(learner);
+        let path = match saved {
+            Some(Err(err)) => return Err(err.into()),
+            Some(Ok(path)) => Some(path),
+            None => None,
+        };
+        let (durable, hash) = agreed?;
+        if !durable {
+            return Err(TrainError::LeaderCheckpoint { step });
+        }
+        let path = path.unwrap_or_else(|| dir.join(checkpoint_dir_name(step)));
+        self.checkpoint_durable(path, step, Some(hash)).await;
+        Ok(())
+    }
+
+    /// Leaves the process group cleanly at the end of a run: a barrier, so
+    /// the rank hosting the store outlives every rank's last use of it.
+    pub(super) async fn leave_group(&mut self) -> Result<(), TrainError> {
+        let Some(dist) = &self.dist else {
+            return Ok(());
+        };
+        let group = dist.group.clone();
+        tokio::task::spawn_blocking(move || group.barrier())
+            .await
+            .map_err(|e| TrainError::Panic(e.to_string()))??;
+        Ok(())
+    }
+}
