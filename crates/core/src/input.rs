@@ -261,6 +261,16 @@ pub fn for_each_chunk(
         End,
         Err(InputError),
     }
+    if threads <= 1 {
+        // One reader over the whole file: the fastest path (decoding row
+        // groups separately costs more than a second thread wins back on
+        // two cores).
+        let mut reader = ValidatingReader::open(path, cfg, None, quarantine_dir)?;
+        while let Some(chunk) = reader.next_chunk(ids)? {
+            f(chunk);
+        }
+        return Ok(());
+    }
     let pq = |e| InputError::Parquet {
         path: path.into(),
         source: e,
