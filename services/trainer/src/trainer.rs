@@ -555,12 +555,21 @@ impl Session {
             step_secs,
             batch_id: id,
         };
-        self.metrics.write(&m)?;
+        self.record_step(&m, 0)?;
+        Ok(())
+    }
+
+    /// Writes a step's metrics line, logs it, and moves the progress bar;
+    /// shared by the single-process and the data-parallel loops.
+    pub(crate) fn record_step(&mut self, m: &StepMetrics, rank: usize) -> Result<(), TrainError> {
+        self.metrics.write(m)?;
         tracing::debug!(
             step = m.step,
+            rank,
             loss = m.loss,
             accuracy = m.accuracy,
             tokens_per_s = m.tokens_per_s,
+            batch = m.batch_id,
             "step"
         );
         if let Some(bar) = &self.bar {

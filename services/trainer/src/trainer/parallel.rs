@@ -563,23 +563,7 @@ impl Session {
             step_secs,
             batch_id,
         };
-        self.metrics.write(&m)?;
-        tracing::debug!(
-            step = m.step,
-            rank,
-            loss = m.loss,
-            accuracy = m.accuracy,
-            tokens_per_s = m.tokens_per_s,
-            batch = m.batch_id,
-            "step"
-        );
-        if let Some(bar) = &self.bar {
-            bar.set_position(self.applied.len() as u64);
-            bar.set_message(format!(
-                "step {} loss {:.4} acc {:.3}",
-                m.step, m.loss, m.accuracy
-            ));
-        }
+        self.record_step(&m, rank)?;
         Ok(())
     }
 
