@@ -157,13 +157,25 @@ impl PretrainModel {
 }
 
 /// Encoder plus a classifier: mean of the features over each row's real
-/// positions, then `classifier_head.{weight [K, C], bias [K]}`. Owns its
-/// `VarStore`: `encoder.*`, `classifier_head.*`.
+/// positions, standardised by fixed per-channel statistics
+/// (`classifier_head.feature_shift`, `classifier_head.feature_scale`, [C],
+/// not trained; identity until [`Classifier::calibrate`]), then
+/// `classifier_head.{weight [K, C], bias [K]}`. Owns its `VarStore`:
+/// `encoder.*`, `classifier_head.*`.
+///
+/// Why standardise: the encoder's features are layer-normalised at every
+/// position, so their mean over hundreds of positions is nearly the same
+/// vector for every sequence; what tells classes apart is a small
+/// per-channel deviation from it. Without rescaling, the head's weights
+/// must grow by orders of magnitude before the logits move, which a
+/// fine-tuning budget of a few hundred Adam steps never reaches.
 #[derive(Debug)]
 pub struct Classifier {
     vs: nn::VarStore,
     encoder: Encoder,
     head: ChannelLinear,
+    feature_shift: Tensor,
+    feature_scale: Tensor,
     num_classes: i64,
 }
 
@@ -178,12 +190,51 @@ impl Classifier {
         let vs = nn::VarStore::new(device);
         let encoder = Encoder::new(vs.root() / "encoder", config)?;
         let head = ChannelLinear::new(vs.root() / "classifier_head", config.width, num_classes);
+        let head_path = vs.root() / "classifier_head";
+        let feature_shift = head_path.zeros_no_train("feature_shift", &[config.width]);
+        let feature_scale = head_path.ones_no_train("feature_scale", &[config.width]);
         Ok(Self {
             vs,
             encoder,
             head,
+            feature_shift,
+            feature_scale,
             num_classes,
         })
+    }
+
+    /// Sets the standardisation of pooled features to the per-channel mean
+    /// and standard deviation of `pooled` ([M, C], e.g. [`Self::pooled`] over
+    /// unlabeled train rows in eval mode). Needs at least 2 rows.
+    pub fn calibrate(&mut self, pooled: &Tensor) -> Result<(), ModelError> {
+        let c = self.config().width;
+        let (m, width) = pooled.size2().map_err(|_| ModelError::Shape {
+            what: "pooled features",
+            expected: format!("[M, {c}]"),
+            got: pooled.size(),
+        })?;
+        if width != c || m < 2 {
+            return Err(ModelError::Shape {
+                what: "pooled features",
+                expected: format!("[M >= 2, {c}]"),
+                got: pooled.size(),
+            });
+        }
+        let pooled = pooled
+            .f_to_kind(self.feature_shift.kind())?
+            .f_to_device(self.feature_shift.device())?;
+        let mean = pooled.f_mean_dim(0, false, None)?;
+        let std = pooled.f_std_correction(0, 1, false)?.f_clamp_min(1e-6)?;
+        tch::no_grad(|| -> Result<(), ModelError> {
+            self.feature_shift.f_copy_(&mean)?;
+            self.feature_scale.f_copy_(&std)?;
+            Ok(())
+        })
+    }
+
+    /// The current standardisation: (shift, scale), each [C].
+    pub fn standardisation(&self) -> (Tensor, Tensor) {
+        (self.feature_shift.copy(), self.feature_scale.copy())
     }
 
     /// The variables (for checkpoints and the optimiser).
@@ -289,9 +340,8 @@ impl Classifier {
         train: bool,
     ) -> Result<Tensor, ModelError> {
         let input = EncoderInput::new(tokens, lengths, self.encoder.device())?;
-        Ok(self
-            .head
-            .forward(&self.pool(&input, train), self.encoder.precision()))
+        let pooled = (self.pool(&input, train) - &self.feature_shift) / &self.feature_scale;
+        Ok(self.head.forward(&pooled, self.encoder.precision()))
     }
 
     /// Summed cross-entropy over the rows, with their count and accuracy.

@@ -782,3 +782,56 @@ fn bench_default_step() {
         (steps * n * l) as f64 / secs
     );
 }
+
+#[test]
+fn calibration_standardises_pooled_features_and_is_saved() {
+    let _rng = setup(11);
+    let config = tiny(
+        InputEncoding::Embedding,
+        Direction::Bidirectional,
+        NormKind::Layer,
+    );
+    let mut classifier = Classifier::new(&config, 3, CPU).unwrap();
+    let rows: Vec<Tensor> = (0..6).map(|i| random_ids(41, &[20 + i])).collect();
+    let (tokens, lengths) = pad_rows(&rows, 25);
+    let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [6, 8]
+    let before = classifier.forward_t(&tokens, &lengths, false).unwrap();
+    // Identity until calibrated: logits are the head applied to raw pooled features.
+    let (shift, scale) = classifier.standardisation();
+    assert_eq!(shift.abs().max().double_value(&[]), 0.0);
+    assert_eq!(scale.double_value(&[0]), 1.0);
+
+    classifier.calibrate(&pooled).unwrap();
+    let (shift, scale) = classifier.standardisation();
+    let z = (&pooled - &shift) / &scale;
+    let mean = z.mean_dim(0, false, None).abs().max().double_value(&[]);
+    let std = z.std_correction(0, 1, false);
+    assert!(mean < 1e-5, "standardised mean {mean}");
+    assert!((std - 1.0).abs().max().double_value(&[]) < 1e-4);
+    let after = classifier.forward_t(&tokens, &lengths, false).unwrap();
+    assert!(
+        max_diff(&before, &after) > 1e-3,
+        "calibration changed nothing"
+    );
+
+    // Not trained, but saved with the head.
+    let opt = AdamW::new(classifier.var_store(), opt_config());
+    assert!(
+        opt.parameter_names()
+            .iter()
+            .all(|n| !n.contains("feature_")),
+        "{:?}",
+        opt.parameter_names()
+    );
+    let vars = classifier.var_store().variables();
+    assert!(vars["classifier_head.feature_shift"].equal(&shift));
+    assert!(vars["classifier_head.feature_scale"].equal(&scale));
+
+    // Too few rows or the wrong width are refused.
+    assert!(classifier.calibrate(&pooled.narrow(0, 0, 1)).is_err());
+    assert!(
+        classifier
+            .calibrate(&Tensor::zeros([4, 3], (Kind::Float, CPU)))
+            .is_err()
+    );
+}

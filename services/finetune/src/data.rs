@@ -124,7 +124,7 @@ impl LabeledData {
 /// A row's place in the draw for `seed`: the first 8 bytes of
 /// SHA-256(seed, id). Depends on nothing else, so the subset is the same
 /// whatever the file order or the other rows.
-fn draw_key(seed: u64, id: &str) -> u64 {
+pub(crate) fn draw_key(seed: u64, id: &str) -> u64 {
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());
     h.update(id.as_bytes());

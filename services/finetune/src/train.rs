@@ -198,6 +198,38 @@ pub fn predict(
     Ok((out, mean))
 }
 
+/// Train rows (labels unused) whose pooled features set the classifier's
+/// standardisation: the same for every method and label fraction.
+pub const CALIBRATION_ROWS: usize = 256;
+
+/// Standardises the classifier's pooled features with their statistics over
+/// up to [`CALIBRATION_ROWS`] train rows, chosen by a hash of `(seed, id)`
+/// (no label is read, so every label fraction calibrates alike). Returns the
+/// number of rows used.
+pub fn calibrate(
+    model: &mut Classifier,
+    train: &[Example],
+    buckets: &BucketConfig,
+    seed: u64,
+) -> Result<usize, FinetuneError> {
+    let mut rows: Vec<&Example> = train.iter().collect();
+    rows.sort_by_cached_key(|e| crate::data::draw_key(seed ^ 0xCA11, &e.id));
+    rows.truncate(CALIBRATION_ROWS);
+    if rows.len() < 2 {
+        return Ok(0);
+    }
+    let pooled = tch::no_grad(|| -> Result<Tensor, FinetuneError> {
+        let mut parts = Vec::new();
+        for b in batches(&rows, buckets, 0, 0, None, false) {
+            let (tokens, lengths, _) = tensors(&b);
+            parts.push(model.pooled(&tokens, &lengths, false)?);
+        }
+        Ok(Tensor::cat(&parts, 0))
+    })?;
+    model.calibrate(&pooled)?;
+    Ok(rows.len())
+}
+
 fn snapshot(model: &Classifier) -> HashMap<String, Tensor> {
     model
         .var_store()
@@ -248,6 +280,15 @@ pub fn run_on(
     if config.freeze_encoder {
         model.freeze_encoder();
     }
+    // Only a frozen encoder is standardised: with a trainable one, fixed
+    // statistics amplify every change of the encoder's features by
+    // 1/scale (measured: training loss 6.1 in the first epoch instead of
+    // 1.45 without, on the synthetic data with every label).
+    let calibration_rows = if config.freeze_encoder {
+        calibrate(&mut model, &data.train, &config.buckets, config.seed)?
+    } else {
+        0
+    };
 
     let subset: Vec<&Example> = stratified_subset(
         data.train.iter().map(|e| (e.id.as_str(), e.class)),
@@ -285,6 +326,7 @@ pub fn run_on(
         steps = total,
         batches_per_epoch = per_epoch,
         loaded = origin.loaded,
+        calibration_rows,
         "fine-tuning"
     );
 
