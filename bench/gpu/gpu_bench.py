@@ -54,11 +54,15 @@ def main():
     ap.add_argument("--rows", type=int)
     ap.add_argument("--len", type=int)
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--depth", type=int)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of both trainers")
     a = ap.parse_args()
     rows = a.rows or (2 if a.dry_run else 16)
     length = a.len or (256 if a.dry_run else 4096)
     steps = a.steps or (2 if a.dry_run else 30)
+    width = a.width or (32 if a.dry_run else 128)
+    depth = a.depth or (2 if a.dry_run else 8)
 
     host = {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
             "cuda_available": torch.cuda.is_available()}
@@ -72,7 +76,8 @@ def main():
     libs = linked_cuda(a.bin)
     print("pretext links:", "; ".join(libs), flush=True)
 
-    coll = run_json([a.bin, "bench", "collective", "--device", a.device, "--rounds", "10"], "bench collective")
+    coll = run_json([a.bin, "bench", "collective", "--device", a.device, "--rounds", "10",
+                     "--width", str(width)], "bench collective")
     print("collective:", json.dumps(coll), flush=True)
     want_backend = "Nccl" if a.device == "cuda" else "Gloo"
     if not coll["nccl_built"] or coll["round"]["backend"] != want_backend:
@@ -86,6 +91,7 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             rust = run_json([a.bin, "bench", "train", "--out", d, "--device", a.device, "--precision", precision,
                              "--rows", str(rows), "--len", str(length), "--steps", str(steps),
+                             "--width", str(width), "--depth", str(depth),
                              "--threads", str(a.threads)], f"pretext bench train ({precision})")
             ref = run_json([sys.executable, ref_script, d, str(steps), str(a.threads), a.device, precision],
                            f"PyTorch reference ({precision})")
@@ -97,7 +103,7 @@ def main():
 
     doc = {"device": a.device, "dry_run": a.dry_run, "host": host, "linked": libs, "collective": coll,
            "shape": {"rows": rows, "len": length, "steps": steps, "threads": a.threads,
-                     "width": 128, "depth": 8},
+                     "width": width, "depth": depth},
            "train": results}
     name = f"gpu-{a.device}{'-dry' if a.dry_run else ''}.json"
     for folder in filter(None, [os.path.join(ROOT, "bench", "out"), os.environ.get("OUT")]):
@@ -108,7 +114,7 @@ def main():
     card = host.get("card", "CPU")
     eager = results["full"]["pytorch"]["tokens_per_s"]
     print()
-    print(f"trainer step on {card} ({a.device}), width 128 depth 8, batch {rows} x {length} "
+    print(f"trainer step on {card} ({a.device}), width {width} depth {depth}, batch {rows} x {length} "
           f"(rows of decreasing length), {steps} timed steps; torch {host['torch']}; "
           f"bucketed gradient all-reduce over {coll['round']['backend']} (1 rank): "
           f"{coll['round']['allreduce_ms']:.2f} ms")
