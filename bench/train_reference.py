@@ -2,9 +2,12 @@
 (python/pretext_model.py) loaded from the weights `pretext bench train`
 wrote, checked to give the same logits on the same batch, then timed on the
 same batch shape with the same thread count (AdamW, loss on masked positions).
+The timed steps run on DEVICE (cpu or cuda; default cpu) in eager mode, or
+under torch.autocast to bfloat16 with PRECISION bf16 (default full).
 
-Usage: train_reference.py DIR STEPS THREADS  -> JSON on stdout
+Usage: train_reference.py DIR STEPS THREADS [DEVICE [PRECISION]]  -> JSON on stdout
 """
+import contextlib
 import json
 import os
 import sys
@@ -18,6 +21,9 @@ import pretext_model  # noqa: E402
 
 def main():
     out, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    precision = sys.argv[5] if len(sys.argv) > 5 else "full"
+    assert device in ("cpu", "cuda") and precision in ("full", "bf16"), (device, precision)
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     model = pretext_model.load(out)
@@ -26,23 +32,37 @@ def main():
         logits = model(b["tokens"], b["lengths"])
     mask = (torch.arange(b["tokens"].shape[1]).unsqueeze(0) < b["lengths"].unsqueeze(1)).unsqueeze(1)
     diff = ((logits - b["logits"]).abs() * mask).max().item()
-    model.train()
+    model.to(device).train()
+    b = {k: v.to(device) for k, v in b.items()}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+    def autocast():
+        if precision == "bf16":
+            return torch.autocast(device_type=device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     def step():
         opt.zero_grad()
-        s, n = model.loss_sum(b["tokens"], b["lengths"], b["targets"], b["loss_mask"])
+        with autocast():
+            s, n = model.loss_sum(b["tokens"], b["lengths"], b["targets"], b["loss_mask"])
         (s / n).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
     step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     secs = time.perf_counter() - t0
     real = int(b["lengths"].sum())
-    print(json.dumps({"max_abs_logit_diff": diff, "seconds": secs, "tokens_per_s": real * steps / secs}))
+    print(json.dumps({"max_abs_logit_diff": diff, "seconds": secs, "tokens_per_s": real * steps / secs,
+                      "device": device, "precision": precision}))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 use std::ffi::{CString, c_int, c_void};
 use std::time::Duration;
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::DistError;
 use crate::ffi;
@@ -59,6 +59,9 @@ pub struct GroupOptions {
     pub gloo_device: GlooDevice,
     /// Gloo worker threads (default 2, as torch).
     pub gloo_threads: usize,
+    /// NCCL: the CUDA device of this rank, where the small tensors of
+    /// [`ProcessGroup::all_reduce_i64`] and friends live (default 0).
+    pub cuda_device: usize,
     /// After a failed collective, how long survivors wait for each other's
     /// liveness marks in the store; at most a quarter of the timeout
     /// (default [`DEFAULT_LIVENESS_GRACE`]).
@@ -85,6 +88,7 @@ impl Default for GroupOptions {
             timeout: DEFAULT_TIMEOUT,
             gloo_device: GlooDevice::Auto,
             gloo_threads: 2,
+            cuda_device: 0,
             liveness_grace: DEFAULT_LIVENESS_GRACE,
         }
     }
@@ -268,21 +272,35 @@ impl ProcessGroup {
         ok.map_err(|m| self.failed("broadcast", m))
     }
 
+    /// Where this group's collectives take their tensors: the CPU for
+    /// Gloo, the rank's CUDA device for NCCL.
+    pub fn device(&self) -> Device {
+        match self.backend {
+            Backend::Gloo => Device::Cpu,
+            Backend::Nccl => Device::Cuda(self.options.cuda_device),
+        }
+    }
+
+    /// `values` as a tensor on [`Self::device`].
+    fn small<T: tch::kind::Element>(&self, values: &[T]) -> Result<Tensor, DistError> {
+        Ok(Tensor::f_from_slice(values)?.f_to_device(self.device())?)
+    }
+
     /// Sums a few `f64` values over the ranks, in place (loss sums, token
     /// counts: exact for integers below 2^53).
     pub fn all_reduce_f64(&self, values: &mut [f64]) -> Result<(), DistError> {
-        let mut t = [Tensor::f_from_slice(values)?];
+        let mut t = [self.small(values)?];
         self.all_reduce_sum(&mut t)?;
-        let out = Vec::<f64>::try_from(&t[0])?;
+        let out = Vec::<f64>::try_from(&t[0].f_to_device(Device::Cpu)?)?;
         values.copy_from_slice(&out);
         Ok(())
     }
 
     /// Sums a few `i64` values over the ranks, in place (flags, counts).
     pub fn all_reduce_i64(&self, values: &mut [i64]) -> Result<(), DistError> {
-        let mut t = [Tensor::f_from_slice(values)?];
+        let mut t = [self.small(values)?];
         self.all_reduce_sum(&mut t)?;
-        let out = Vec::<i64>::try_from(&t[0])?;
+        let out = Vec::<i64>::try_from(&t[0].f_to_device(Device::Cpu)?)?;
         values.copy_from_slice(&out);
         Ok(())
     }
@@ -291,7 +309,7 @@ impl ProcessGroup {
     /// count, a resumed step); `what` names it in the error. Rank 0's value
     /// is broadcast, then the ranks agree whether any differs.
     pub fn check_equal(&self, what: &str, value: i64) -> Result<(), DistError> {
-        let mut t = [Tensor::f_from_slice(&[value])?];
+        let mut t = [self.small(&[value])?];
         self.broadcast(&mut t, 0)?;
         let first = t[0].f_int64_value(&[0])?;
         let mut differ = [i64::from(first != value)];

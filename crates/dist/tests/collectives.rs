@@ -171,23 +171,44 @@ fn identical_replicas_take_ranks_from_the_store() {
     h.join().unwrap().unwrap();
 }
 
+/// NCCL in every build: without the `nccl` feature a clear Unsupported
+/// error; with it (the workspace build: `pretext` turns it on) the real
+/// ProcessGroupNCCL, which without a GPU refuses with c10d's own error (no
+/// crash), and with one sums on the GPU.
 #[test]
-fn nccl_is_an_error_without_the_feature() {
-    if pretext_dist::nccl_built() {
-        return;
-    }
+fn nccl_group_of_one() {
     let store = Store::connect("127.0.0.1", 0, true, Duration::from_secs(5)).unwrap();
-    let err = ProcessGroup::new(
+    let result = ProcessGroup::new(
         store,
         0,
         1,
         GroupOptions {
             backend: pretext_dist::Backend::Nccl,
-            ..Default::default()
+            ..options(Duration::from_secs(20))
         },
-    )
-    .unwrap_err();
-    assert!(matches!(err, DistError::Unsupported(_)), "{err}");
+    );
+    if !pretext_dist::nccl_built() {
+        let err = result.unwrap_err();
+        assert!(matches!(err, DistError::Unsupported(_)), "{err}");
+        return;
+    }
+    if !tch::Cuda::is_available() {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, DistError::Init { message, .. } if message.contains("GPU")),
+            "{err}"
+        );
+        return;
+    }
+    let g = result.expect("an NCCL group of one on a GPU");
+    assert_eq!(g.device(), Device::Cuda(0));
+    let mut t = [Tensor::full([1000], 2.0, (Kind::Float, Device::Cuda(0)))];
+    g.all_reduce_sum(&mut t).unwrap();
+    assert_eq!(t[0].sum(Kind::Float).double_value(&[]), 2000.0);
+    let mut n = [3i64, 4];
+    g.all_reduce_i64(&mut n).unwrap();
+    assert_eq!(n, [3, 4]);
+    g.destroy().unwrap();
 }
 
 /// The second process of [`two_processes_sum_and_broadcast`]: only runs

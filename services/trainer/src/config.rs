@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use pretext_core::task::Task;
 use pretext_model::tch::Device;
-use pretext_model::{AdamWConfig, Direction, ModelConfig};
+use pretext_model::{AdamWConfig, Direction, ModelConfig, Precision};
 use pretext_mq::{RabbitConfig, TopologyConfig};
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +185,11 @@ pub struct TrainerConfig {
     pub threads: Option<usize>,
     /// Device (default `auto`).
     pub device: DeviceChoice,
+    /// Compute precision of convolutions and linear layers: `bf16` is
+    /// autocast-like mixed precision with f32 master weights, meant for
+    /// CUDA (default `full`). Not saved in checkpoints: a resumed run uses
+    /// the one given.
+    pub precision: Precision,
     /// Seed of the initial weights and of every step's randomness (default 0).
     pub seed: u64,
     /// Architecture of a fresh run.
@@ -217,6 +222,7 @@ impl Default for TrainerConfig {
             prefetch: None,
             threads: None,
             device: DeviceChoice::Auto,
+            precision: Precision::Full,
             seed: 0,
             model: ModelConfig::default(),
             optimizer: AdamWConfig::default(),

@@ -111,7 +111,7 @@ pub async fn run_with_transport(
     // Data parallel: meet the other ranks before reading the checkpoints, so
     // that rank 0 cannot write one while another rank is still loading.
     let group = match &config.world {
-        Some(world) => Some(parallel::join(world).await?),
+        Some(world) => Some(parallel::join(world, config.device.device()?).await?),
         None => None,
     };
     let history = AppliedHistory::load(&config.checkpoint_dir())?;
@@ -225,13 +225,14 @@ fn build_learner(config: &TrainerConfig) -> Result<Start, TrainError> {
         pretext_model::tch::set_num_threads(n as i32);
     }
     let Some(path) = latest_checkpoint(&config.checkpoint_dir())? else {
-        let learner = Learner::fresh(
+        let mut learner = Learner::fresh(
             &config.model,
             config.optimizer,
             config.seed,
             device,
             config.threads,
         )?;
+        learner.model.set_precision(config.precision);
         return Ok(Start {
             learner,
             resumed_from: None,
@@ -256,6 +257,7 @@ fn build_learner(config: &TrainerConfig) -> Result<Start, TrainError> {
     }
     check_direction(config.task, &state.model)?;
     let mut model = PretrainModel::new(&state.model, device)?;
+    model.set_precision(config.precision);
     let mut optimizer = AdamW::new(model.var_store(), config.optimizer);
     let state: CheckpointState<TrainingState> =
         load_checkpoint(&path, model.var_store_mut(), Some(&mut optimizer))?;

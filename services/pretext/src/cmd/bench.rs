@@ -10,6 +10,8 @@ use pretext_core::bucket::{BucketConfig, Bucketer};
 use pretext_core::input::{ValidatingReader, discover};
 use pretext_core::task::{MaskConfig, Task};
 use pretext_core::validate::{IdRegistry, ValidationConfig};
+use pretext_model::Precision;
+use pretext_model::tch::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
@@ -22,6 +24,10 @@ pub enum Bench {
     /// Training steps of the pretraining model on fixed shapes; writes the
     /// weights, a batch and its logits for the PyTorch reference.
     Train(TrainArgs),
+    /// One rank's data-parallel round on a device, as the trainer does it:
+    /// a group of one (NCCL on CUDA, Gloo on the CPU), gradients of a
+    /// training step all-reduced in buckets; prints what libtorch sees.
+    Collective(CollectiveArgs),
     /// Parquet → broker with confirms, against the broker's ceiling:
     /// pre-built payloads of the same size and count, same confirm window.
     Publish(PublishArgs),
@@ -51,6 +57,46 @@ pub struct TrainArgs {
     /// libtorch threads.
     #[arg(long, default_value_t = 1)]
     pub threads: i32,
+    /// Where the timed steps run: `cpu` or `cuda` (the weights, batch and
+    /// logits written are always computed on the CPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+    /// Compute precision of the timed steps: `full` or `bf16`.
+    #[arg(long, default_value = "full", value_parser = parse_precision)]
+    pub precision: Precision,
+}
+
+/// Arguments of `pretext bench collective`.
+#[derive(Debug, clap::Args)]
+pub struct CollectiveArgs {
+    /// `cpu` (Gloo) or `cuda` (NCCL).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+    /// Model width of the gradients reduced.
+    #[arg(long, default_value_t = 128)]
+    pub width: i64,
+    /// Timed all-reduce rounds (after one untimed one).
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => Err(format!("unknown device {s:?}: cpu or cuda")),
+    }
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| e.to_string())
+}
+
+/// Waits for the device's queued work (CUDA is asynchronous).
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        pretext_model::tch::Cuda::synchronize(i as i64);
+    }
 }
 
 /// Arguments of `pretext bench publish`.
@@ -94,6 +140,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
     match b {
         Bench::Build(a) => build(a),
         Bench::Train(a) => train(a),
+        Bench::Collective(a) => collective(a),
         Bench::Publish(a) => tokio::runtime::Runtime::new()?.block_on(publish(a)),
     }
 }
@@ -243,8 +290,11 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
-    use pretext_model::tch::{Device, Kind, Tensor};
+    use pretext_model::tch::{Kind, Tensor};
     use pretext_model::{AdamW, AdamWConfig, ModelConfig, PretrainModel};
+    if a.device.is_cuda() && !pretext_model::tch::Cuda::is_available() {
+        anyhow::bail!("--device cuda: libtorch sees no CUDA device");
+    }
     tch_threads(a.threads);
     pretext_model::tch::manual_seed(0);
     std::fs::create_dir_all(&a.out)?;
@@ -275,6 +325,21 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         ],
         a.out.join("batch.safetensors"),
     )?;
+    // The timed model: the same weights on the device, at the precision.
+    let mut model = if a.device == Device::Cpu {
+        model
+    } else {
+        let mut on = PretrainModel::new(&cfg, a.device)?;
+        on.var_store_mut().copy(model.var_store())?;
+        on
+    };
+    model.set_precision(a.precision);
+    let (tokens, lengths, values, loss_mask) = (
+        tokens.to_device(a.device),
+        lengths.to_device(a.device),
+        values.to_device(a.device),
+        loss_mask.to_device(a.device),
+    );
     let mut opt = AdamW::new(model.var_store(), AdamWConfig::default());
     let mut step = || -> anyhow::Result<()> {
         opt.zero_grad();
@@ -284,12 +349,16 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     };
     step()?;
+    sync(a.device);
     let t0 = Instant::now();
     for _ in 0..a.steps {
         step()?;
     }
+    sync(a.device);
     let secs = t0.elapsed().as_secs_f64();
-    let real: i64 = Vec::<i64>::try_from(&lengths)?.iter().sum();
+    let real: i64 = Vec::<i64>::try_from(&lengths.to_device(Device::Cpu))?
+        .iter()
+        .sum();
     println!(
         "{}",
         json!({
@@ -298,6 +367,8 @@ fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "real_tokens_per_step": real,
             "tokens_per_s": (real as f64) * a.steps as f64 / secs,
             "threads": a.threads,
+            "device": format!("{:?}", a.device),
+            "precision": a.precision,
         })
     );
     Ok(ExitCode::SUCCESS)
@@ -325,5 +396,124 @@ async fn drain(
         while let Ok(Some(d)) = c.next().await {
             let _ = d.ack().await;
         }
+    }))
+}
+
+/// `pretext bench collective`: what libtorch sees (CUDA, NCCL), then one
+/// rank's data-parallel round as the trainer takes it, on a group of one:
+/// parameters broadcast, a step's gradients all-reduced in flat buckets
+/// (a sum over one rank must give them back unchanged), a few numbers
+/// summed; then the bucketed all-reduce timed. Prints one JSON object, with
+/// `"ok": false` and the error when any of it fails.
+fn collective(a: CollectiveArgs) -> anyhow::Result<ExitCode> {
+    use pretext_model::tch::Cuda;
+    let mut doc = json!({
+        "device": format!("{:?}", a.device),
+        "cuda_available": Cuda::is_available(),
+        "cuda_devices": Cuda::device_count(),
+        "cudnn_available": Cuda::cudnn_is_available(),
+        "nccl_built": pretext_dist::nccl_built(),
+    });
+    let code = match collective_round(&a) {
+        Ok(round) => {
+            doc["ok"] = json!(true);
+            doc["round"] = round;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            doc["ok"] = json!(false);
+            doc["error"] = json!(format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    };
+    println!("{doc}");
+    Ok(code)
+}
+
+fn collective_round(a: &CollectiveArgs) -> anyhow::Result<serde_json::Value> {
+    use std::time::Duration;
+
+    use pretext_dist::{
+        Backend, DEFAULT_BUCKET_BYTES, GradBuckets, GroupOptions, ProcessGroup, Store, digest,
+    };
+    use pretext_model::tch::{Kind, Tensor};
+    use pretext_model::{ModelConfig, PretrainModel};
+    let device = a.device;
+    let backend = if device.is_cuda() {
+        Backend::Nccl
+    } else {
+        Backend::Gloo
+    };
+    let timeout = Duration::from_secs(60);
+    let store = Store::connect("127.0.0.1", 0, true, timeout)?;
+    let group = ProcessGroup::new(
+        store,
+        0,
+        1,
+        GroupOptions {
+            backend,
+            timeout,
+            ..GroupOptions::default()
+        },
+    )?;
+    pretext_model::tch::manual_seed(0);
+    let cfg = ModelConfig {
+        width: a.width,
+        ..ModelConfig::default()
+    };
+    let model = PretrainModel::new(&cfg, device)?;
+    let mut params = model.var_store().trainable_variables();
+    group.check_equal("parameter tensors", params.len() as i64)?;
+    let before = digest(&params)?;
+    group.broadcast(&mut params, 0)?;
+    anyhow::ensure!(
+        digest(&params)? == before,
+        "a broadcast from the only rank changed the parameters"
+    );
+    // One training step's gradients.
+    let (n, l) = (4i64, 512i64);
+    let values = Tensor::randint(41, [n, l], (Kind::Int64, device));
+    let lengths = Tensor::full([n], l, (Kind::Int64, device));
+    let loss_mask = Tensor::rand([n, l], (Kind::Float, device)).lt(0.15);
+    let tokens = values.where_self(
+        &loss_mask.logical_not(),
+        &Tensor::from(41i64).to_device(device),
+    );
+    let stats = model.loss(&tokens, &lengths, &values, &loss_mask, true)?;
+    (stats.sum / stats.count as f64).backward();
+    let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+    let buckets = GradBuckets::new(&params, DEFAULT_BUCKET_BYTES);
+    let summed = buckets.all_reduce(&group, &grads)?;
+    let mut max_diff = 0f64;
+    for (s, g) in summed.iter().zip(&grads) {
+        anyhow::ensure!(s.device() == device, "reduced gradient left {device:?}");
+        max_diff = max_diff.max((s - g).abs().max().double_value(&[]));
+    }
+    anyhow::ensure!(
+        max_diff == 0.0,
+        "a sum over one rank changed the gradients (max diff {max_diff})"
+    );
+    let mut sums = [1.5f64, stats.count as f64];
+    group.all_reduce_f64(&mut sums)?;
+    anyhow::ensure!(
+        sums == [1.5, stats.count as f64],
+        "f64 sum over one rank: {sums:?}"
+    );
+    sync(device);
+    let t0 = Instant::now();
+    for _ in 0..a.rounds {
+        buckets.all_reduce(&group, &grads)?;
+    }
+    sync(device);
+    let secs = t0.elapsed().as_secs_f64();
+    group.destroy()?;
+    Ok(json!({
+        "backend": format!("{backend:?}"),
+        "world": 1,
+        "buckets": buckets.len(),
+        "elements": buckets.numel(),
+        "max_grad_diff": max_diff,
+        "allreduce_ms": secs * 1e3 / a.rounds.max(1) as f64,
+        "params_digest": digest(&params)?,
     }))
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use pretext_core::task::Task;
-use pretext_model::{AdamWConfig, InputEncoding, ModelConfig, NormKind};
+use pretext_model::{AdamWConfig, InputEncoding, ModelConfig, NormKind, Precision};
 use pretext_trainer::config::{
     DEFAULT_BATCH_WAIT_MS, DEFAULT_BUCKET_MB, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECS,
     DEFAULT_DIST_TIMEOUT_SECS, DEFAULT_KEEP_CHECKPOINTS, WorldConfig, direction_for,
@@ -53,6 +53,10 @@ pub struct Args {
     /// `auto` (CUDA if available), `cpu` or `cuda`.
     #[arg(long, default_value = "auto", value_parser = serde_enum::<DeviceChoice>)]
     pub device: DeviceChoice,
+    /// Compute precision of convolutions and linear layers: `full` (f32)
+    /// or `bf16` (autocast-like, f32 master weights; meant for CUDA).
+    #[arg(long, default_value = "full", value_parser = serde_enum::<Precision>)]
+    pub precision: Precision,
     /// Seed of the initial weights and the per-step randomness.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -168,6 +172,7 @@ impl Args {
             prefetch: self.prefetch,
             threads: self.threads,
             device: self.device,
+            precision: self.precision,
             seed: self.seed,
             model: ModelConfig {
                 width: m.width,

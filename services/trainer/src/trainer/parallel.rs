@@ -1,5 +1,6 @@
 //! Data-parallel training, like PyTorch DDP on the same engine (c10d's
-//! Gloo through `pretext-dist`). Every rank consumes its own batches from
+//! Gloo for a model on the CPU, NCCL for one on CUDA, through
+//! `pretext-dist`). Every rank consumes its own batches from
 //! the shared queue; each optimiser step is one *round* that every rank
 //! takes together:
 //!
@@ -28,9 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pretext_core::batch::DecodedBatch;
-use pretext_dist::{DistError, GradBuckets, GroupOptions, ProcessGroup, digest};
+use pretext_dist::{Backend, DistError, GradBuckets, GroupOptions, ProcessGroup, digest};
 use pretext_model::checkpoint::checkpoint_dir_name;
-use pretext_model::tch::Tensor;
+use pretext_model::tch::{Device, Tensor};
 use pretext_model::{ModelError, StepStats, prune_checkpoints, save_checkpoint};
 use pretext_mq::Consumer;
 
@@ -66,13 +67,29 @@ pub(super) struct Dist {
     control_alive: bool,
 }
 
-/// Meets the other ranks (blocking, on the blocking pool).
-pub(super) async fn join(world: &WorldConfig) -> Result<ProcessGroup, TrainError> {
+/// The c10d backend for a model on `device`: NCCL for CUDA (as DDP),
+/// Gloo for the CPU.
+pub(super) fn backend_for(device: Device) -> Backend {
+    match device {
+        Device::Cuda(_) => Backend::Nccl,
+        _ => Backend::Gloo,
+    }
+}
+
+/// Meets the other ranks (blocking, on the blocking pool) in a group whose
+/// backend suits the model's `device`.
+pub(super) async fn join(world: &WorldConfig, device: Device) -> Result<ProcessGroup, TrainError> {
     let rdv = world.rendezvous();
     let options = GroupOptions {
         timeout: Duration::from_secs(world.timeout_secs),
+        backend: backend_for(device),
+        cuda_device: match device {
+            Device::Cuda(i) => i,
+            _ => 0,
+        },
         ..GroupOptions::default()
     };
+    tracing::info!(backend = ?options.backend, ?device, "data parallel: joining the group");
     let group = tokio::task::spawn_blocking(move || pretext_dist::init(&rdv, options))
         .await
         .map_err(|e| TrainError::Panic(e.to_string()))??;
