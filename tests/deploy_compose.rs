@@ -267,15 +267,15 @@ fn credentials_come_from_secret_files_only() {
                 .strip_prefix("/run/secrets/")
                 .unwrap_or_else(|| panic!("{name:?}: password file outside /run/secrets"));
             assert!(secrets.contains_key(secret), "{name:?}: no secret {secret}");
-            let mounted = strings(&svc["secrets"]);
-            let mounted_long = svc["secrets"]
+            let mounted: Vec<String> = svc["secrets"]
                 .as_sequence()
                 .into_iter()
                 .flatten()
-                .filter_map(|s| s["source"].as_str().map(str::to_owned));
+                .filter_map(|s| s.as_str().or_else(|| s["source"].as_str()))
+                .map(str::to_owned)
+                .collect();
             assert!(
-                mounted.iter().any(|s| s == secret)
-                    || mounted_long.into_iter().any(|s| s == secret),
+                mounted.iter().any(|s| s == secret),
                 "{name:?}: secret {secret} not mounted"
             );
         }

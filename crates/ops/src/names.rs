@@ -38,6 +38,10 @@ pub const PRODUCER_TOKENS: &str = "pretext_producer_tokens_total";
 /// Bytes of batch messages published (counter).
 pub const PRODUCER_BYTES: &str = "pretext_producer_bytes_total";
 
+/// Publishes the broker refused (a full queue: back-pressure), each retried
+/// after a backoff (counter).
+pub const PUBLISH_NACKS: &str = "pretext_publish_nacks_total";
+
 /// 1 while the service runs, 0 once it is shutting down (gauge).
 pub const UP: &str = "pretext_up";
 
@@ -109,6 +113,11 @@ pub fn describe() {
         PRODUCER_BYTES,
         Unit::Bytes,
         "bytes of batch messages published"
+    );
+    describe_counter!(
+        PUBLISH_NACKS,
+        Unit::Count,
+        "publishes the broker refused (queue full), retried after a backoff"
     );
     describe_gauge!(UP, "1 while the service runs, 0 once it is shutting down");
 }
