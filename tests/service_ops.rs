@@ -2,8 +2,9 @@
 //! default the local guest broker): the trainer's `/metrics` is scraped and
 //! parsed while it trains and its step counter moves with the data; SIGTERM
 //! mid-run ends the trainer and the producer with exit 0, and once restarts
-//! complete the run `pretext audit` finds every batch applied exactly once.
-//! Fails if the broker is unreachable.
+//! complete the run `pretext audit` finds every batch applied exactly once;
+//! the broker password comes from `PRETEXT_AMQP_PASSWORD_FILE` and a wrong one
+//! is never printed. Fails if the broker is unreachable.
 
 #[path = "trainer_support/mod.rs"]
 mod support;
@@ -454,4 +455,78 @@ async fn producer_sigterm_waits_for_its_confirms_exits_zero_and_the_redo_loses_n
         0
     );
     transport.close().await.unwrap();
+}
+
+/// `AMQP_URL` split into the URL without user info, the user and the password.
+fn url_without_credentials() -> (String, String, String) {
+    let url = amqp_url();
+    let (scheme, rest) = url.split_once("://").expect("scheme://");
+    let (info, host) = rest.rsplit_once('@').expect("AMQP_URL with user:password@");
+    let (user, password) = info.split_once(':').expect("user:password");
+    (
+        format!("{scheme}://{host}"),
+        user.to_owned(),
+        password.to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_password_comes_from_a_secret_file_and_a_wrong_one_is_never_shown() {
+    let topology = Topology::new(unique_namespace("ops-credentials"));
+    let _queues = Queues(topology.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (url, user, password) = url_without_credentials();
+    let run = |secret: &str, run_dir: &str| {
+        let file = dir.path().join(format!("{run_dir}.secret"));
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_pretext"))
+            .args([
+                "train",
+                "--broker",
+                &url,
+                "--ns",
+                topology.namespace(),
+                "--max-steps",
+                "0",
+            ])
+            .args([
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--width",
+                "8",
+                "--depth",
+                "1",
+            ])
+            .arg("--run-dir")
+            .arg(dir.path().join(run_dir))
+            .env("PRETEXT_AMQP_USER", &user)
+            .env("PRETEXT_AMQP_PASSWORD_FILE", &file)
+            .env("PRETEXT_LOG", "debug")
+            .output()
+            .expect("run pretext train")
+    };
+    // The URL has no credentials: the user and the file's password let the
+    // trainer in (it declares the topology, then stops at --max-steps 0).
+    let ok = run(&password, "good");
+    assert!(
+        ok.status.success(),
+        "with the password file the trainer could not connect:\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // A wrong password is refused, and appears in no log line or error.
+    let wrong = "wr0ng-S3cret-7d41";
+    let refused = run(wrong, "bad");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "a wrong password was accepted");
+    assert!(
+        out.contains("ACCESS_REFUSED") || out.contains("ACCESS-REFUSED"),
+        "{out}"
+    );
+    assert!(!out.contains(wrong), "the password was printed:\n{out}");
 }
