@@ -106,18 +106,19 @@ impl MetricsArgs {
     }
 }
 
-/// Like [`shutdown_signal`], but the handlers are installed now (a SIGTERM
-/// that comes while the service is still starting is not lost), and
-/// `/healthz` of `server`, if any, turns 503 when the signal comes. Call
-/// inside the tokio runtime.
+/// [`shutdown_signal`] that also turns `/healthz` of `server`, if any, to 503
+/// when the signal comes. The handlers are installed when the service first
+/// waits on it (its main loop): a SIGTERM before that, while it is still
+/// connecting, ends the process as usual instead of being held until a loop
+/// that may never come.
 pub fn shutdown_on_signal(
     server: Option<&pretext_ops::MetricsServer>,
-) -> anyhow::Result<impl std::future::Future<Output = ()> + use<>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+) -> impl std::future::Future<Output = ()> + use<> {
     let health = server.map(pretext_ops::MetricsServer::health);
-    Ok(async move {
+    async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
@@ -126,7 +127,7 @@ pub fn shutdown_on_signal(
         if let Some(health) = health {
             health.set_stopping();
         }
-    })
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C (services with a metrics endpoint use

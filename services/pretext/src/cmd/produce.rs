@@ -86,7 +86,7 @@ pub fn run_cmd(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let server = args.metrics.start("producer").await?;
-        let shutdown = shutdown_on_signal(server.as_ref())?;
+        let shutdown = shutdown_on_signal(server.as_ref());
         let transport = args.broker.connect().await?;
         let summary = run(args.config(), transport, shutdown)
             .await

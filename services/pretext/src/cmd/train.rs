@@ -214,7 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     let summary = rt.block_on(async {
         let server = args.metrics.start("trainer").await?;
-        let shutdown = shutdown_on_signal(server.as_ref())?;
+        let shutdown = shutdown_on_signal(server.as_ref());
         pretext_trainer::run(config, shutdown)
             .await
             .context("trainer failed")
