@@ -1,11 +1,15 @@
 """The pretext model rebuilt in PyTorch, from a `model.safetensors` and the
 `ModelConfig` JSON that pretext writes (checkpoint `state.json` key `model`,
-or `config.json`). Parameter names are the tch ones (`encoder.block3.conv1.weight`).
+or the `config.json` of `pretext export`). Parameter names are the tch ones
+(`encoder.block3.conv1.weight`).
 
-    model = load("run/checkpoints/step-000100")   # -> PretrainModel, eval mode
-    logits = model(tokens, lengths)                # [N, 41, L]
+    model = load("export/")                        # `pretext export RUN --out export`
+    logits = model(tokens, lengths)                # pretrain: [N, 41, L]; classifier: [N, K]
 
-Only torch and the standard library are needed (safetensors is read by hand).
+`tokens` is int64 [N, L] (values 0..=40, 41 = MASK, 42 = PAD after each
+row's length), `lengths` int64 [N]. `load` also takes a checkpoint
+directory (`run/checkpoints/step-000100`). Only torch and the standard
+library are needed (safetensors is read by hand).
 """
 import json
 import math
@@ -152,16 +156,44 @@ class PretrainModel(nn.Module):
         return F.cross_entropy(logits, targets.reshape(-1).index_select(0, pos).long(), reduction="sum"), len(pos)
 
 
+class Classifier(nn.Module):
+    """Encoder, mean over each row's real positions, linear head."""
+
+    def __init__(self, cfg, num_classes):
+        super().__init__()
+        self.encoder = Encoder(cfg)
+        self.classifier_head = nn.Linear(cfg["width"], num_classes)
+        self.dropout = cfg.get("dropout", 0.0)
+
+    def pooled(self, tokens, lengths):  # -> [N, C]
+        f = self.encoder(tokens, lengths)  # [N, C, L], zero at padding
+        pooled = f.sum(2) / lengths.to(f.dtype).unsqueeze(1)
+        return F.dropout(pooled, self.dropout, self.training) if self.dropout > 0 else pooled
+
+    def forward(self, tokens, lengths):  # -> [N, K]
+        return self.classifier_head(self.pooled(tokens, lengths))
+
+
 def load(path, config=None):
-    """A PretrainModel from a checkpoint or export directory, in eval mode."""
+    """The model in `path` (an export or a checkpoint directory), in eval
+    mode: a Classifier when the weights hold a classifier head, else a
+    PretrainModel."""
+    doc = {}
     if config is None:
         for name in ("config.json", "state.json"):
             p = os.path.join(path, name)
             if os.path.exists(p):
-                doc = json.load(open(p))
+                with open(p) as f:
+                    doc = json.load(f)
                 config = doc.get("model", doc)
                 break
-    model = PretrainModel(config)
     state = read_safetensors(os.path.join(path, "model.safetensors"))
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier_head")}, strict=True)
+    if "classifier_head.weight" in state:
+        model = Classifier(config, state["classifier_head.weight"].shape[0])
+    else:
+        model = PretrainModel(config)
+        state = {k: v for k, v in state.items() if not k.startswith("classifier_head")}
+    if doc.get("kind") not in (None, "classifier" if isinstance(model, Classifier) else "pretrain"):
+        raise ValueError(f"{path}: config.json says {doc['kind']!r}, the weights say otherwise")
+    model.load_state_dict(state, strict=True)
     return model.eval()

@@ -16,6 +16,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MqError {
+    /// The broker credentials in the environment are unusable.
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
+
     /// The URL names no known transport or cannot be parsed.
     #[error("invalid transport URL `{url}`: {reason}")]
     InvalidUrl {

@@ -49,12 +49,16 @@
 //! - [`backoff`]: bounded exponential backoff shared by reconnects and
 //!   publish retries.
 //! - [`url`]: URL parsing and password redaction for every log and error.
+//! - [`credentials`]: user and password from `PRETEXT_AMQP_USER`,
+//!   `PRETEXT_AMQP_PASSWORD` or `PRETEXT_AMQP_PASSWORD_FILE`, filled into a
+//!   broker URL that has none ([`connect`] does it).
 //! - [`memory`]: [`MemoryTransport`], the in-process transport.
 //! - [`rabbit`]: [`RabbitTransport`]: the reconnect supervisor (`link`),
 //!   confirmed publishing (`publish`), consuming (`consume`) and AMQP
 //!   conversions (`convert`).
 
 pub mod backoff;
+pub mod credentials;
 pub mod error;
 pub mod memory;
 pub mod message;
@@ -64,6 +68,7 @@ pub mod transport;
 pub mod url;
 
 pub use backoff::Backoff;
+pub use credentials::{Credentials, CredentialsError};
 pub use error::{AckError, MqError};
 pub use memory::MemoryTransport;
 pub use message::{Delivery, HeaderValue, Headers, OutMessage};

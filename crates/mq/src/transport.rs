@@ -126,8 +126,12 @@ pub trait Consumer: Send {
 ///   that name, so a producer task and trainer tasks of one process that
 ///   connect to the same URL share queues. Callers that want a private one
 ///   use [`MemoryTransport::new`].
+///
+/// A broker URL without a password gets the credentials of the environment
+/// (see [`crate::credentials`]).
 pub async fn connect(url: &str, config: RabbitConfig) -> Result<SharedTransport, MqError> {
-    match Endpoint::parse(url)? {
+    let url = crate::credentials::resolve_url(url)?;
+    match Endpoint::parse(&url)? {
         Endpoint::Amqp(url) => Ok(Arc::new(RabbitTransport::connect_url(url, config).await?)),
         Endpoint::Memory(name) => Ok(Arc::new(MemoryTransport::named(&name))),
     }

@@ -43,6 +43,8 @@ enum Command {
     Experiment(cmd::experiment::Args),
     /// Print the batch contract (the checked-in schemas/batch.schema.json).
     Schema,
+    /// Export a run's newest checkpoint for PyTorch: model.safetensors + config.json.
+    Export(cmd::export::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(b) => cmd::bench::run(b),
         Command::Finetune(a) => cmd::finetune::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Schema => {
             let doc = pretext_core::batch::contract_json();
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));

@@ -49,6 +49,19 @@ pub struct ProducerConfig {
     /// Seconds after which a plan claim that stopped being refreshed is
     /// taken over (its producer died while planning).
     pub stale_claim_secs: u64,
+    /// Seconds a shutdown (SIGTERM) waits for the tasks in hand to stop
+    /// cleanly (building stops, confirms of what was sent are awaited, the
+    /// task goes back to the queue) before abandoning them outright.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+/// [`ProducerConfig::shutdown_grace_secs`] by default: well under the 60 s
+/// stop grace period the compose file gives producers.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
+fn default_shutdown_grace_secs() -> u64 {
+    DEFAULT_SHUTDOWN_GRACE_SECS
 }
 
 impl ProducerConfig {
@@ -72,6 +85,7 @@ impl ProducerConfig {
             concurrency: 2,
             idle_check_ms: 100,
             stale_claim_secs: 30,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
 

@@ -24,11 +24,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use pretext_core::control::{ControlMessage, FileTask};
 use pretext_core::manifest::ManifestWriter;
 use pretext_mq::{ConsumeOptions, OutMessage, Publisher, SharedTransport, Topology};
+use pretext_ops::names;
 use serde::Serialize;
 use work::TaskOutput;
 
@@ -41,6 +43,8 @@ type Worked = Result<(Box<dyn Publisher>, Option<TaskOutput>), ProducerError>;
 /// What every task worker of one producer shares.
 struct TaskContext {
     cfg: ProducerConfig,
+    /// Turns true on shutdown: workers stop building and hand their task back.
+    stop: watch::Receiver<bool>,
     plan: plan::Plan,
     transport: SharedTransport,
     topo: Topology,
@@ -65,7 +69,15 @@ async fn process(
             return Ok((publisher, None));
         }
     };
-    let done = work::run_task(&ctx.cfg, &ctx.plan, &task, &mut publisher).await?;
+    let stop = ctx.stop.clone();
+    let Some(done) = work::run_task(&ctx.cfg, &ctx.plan, &task, &mut publisher, stop).await? else {
+        // Shutdown: what was sent is confirmed; the task goes back to the
+        // queue for whichever producer runs next, which republishes it.
+        if let Err(e) = delivery.nack_requeue().await {
+            tracing::warn!(task = %task.task_id, error = %e, "requeueing the task failed; the broker returns it when our channel closes");
+        }
+        return Ok((publisher, None));
+    };
     ctx.manifest
         .lock()
         .expect("manifest lock")
@@ -167,9 +179,13 @@ impl ProducerSummary {
     }
 }
 
-/// Runs one producer until no file task is left, or `shutdown` resolves
-/// (then the task in hand is abandoned to another producer: its confirms
-/// are awaited, the task message is requeued).
+/// Runs one producer until no file task is left, or `shutdown` resolves.
+/// On shutdown the tasks in hand stop building, the confirms of what they
+/// sent are awaited and the task messages are requeued (a task that was
+/// already confirmed finishes: manifest, `TaskDone`, ack); after
+/// `shutdown_grace_secs` whatever is still running is abandoned (its task
+/// comes back when the connection closes). Returns `Ok` with
+/// `finished: false`.
 #[tracing::instrument(skip_all, fields(ns = %cfg.ns, producer = %cfg.producer_id))]
 pub async fn run(
     cfg: ProducerConfig,
@@ -183,7 +199,9 @@ pub async fn run(
     let plan = plan::ensure_plan(&cfg, &transport, &topo).await?;
     if plan.planned_by == cfg.producer_id {
         summary.rejected_rows = plan.rejected_rows;
+        metrics::counter!(names::PRODUCER_ROWS_REJECTED).increment(plan.rejected_rows);
     }
+    let (stop_tx, stop) = watch::channel(false);
     let manifest = ManifestWriter::open(&cfg.run_dir, &cfg.producer_id).map_err(|e| {
         ProducerError::RunDir {
             path: cfg.run_dir.clone(),
@@ -192,6 +210,7 @@ pub async fn run(
     })?;
     let shared = Arc::new(TaskContext {
         cfg: cfg.clone(),
+        stop,
         plan,
         transport: transport.clone(),
         topo: topo.clone(),
@@ -222,11 +241,27 @@ pub async fn run(
         }
         tokio::select! {
             () = &mut shutdown => {
-                // Abandoned tasks go back to the queue when our consumer
-                // closes; their redo republishes the same batch ids.
-                tracing::info!(running = running.len(), "shutdown: abandoning tasks in hand");
-                running.abort_all();
+                tracing::info!(running = running.len(), "shutdown: stopping the tasks in hand after their confirms");
+                let _ = stop_tx.send(true);
                 progress.abandon();
+                let grace = Duration::from_secs(cfg.shutdown_grace_secs);
+                let wound_down = tokio::time::timeout(grace, async {
+                    while let Some(joined) = running.join_next().await {
+                        match joined {
+                            Ok(Ok((_, Some(done)))) => add_task(&mut summary, &done),
+                            Ok(Ok((_, None))) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "a task failed while stopping; it will be redone"),
+                            Err(e) => tracing::warn!(error = %e, "a task worker failed while stopping"),
+                        }
+                    }
+                })
+                .await;
+                if wound_down.is_err() {
+                    // Their tasks come back when our channel closes; the redo
+                    // republishes the same batch ids.
+                    tracing::warn!(running = running.len(), grace_secs = cfg.shutdown_grace_secs, "shutdown grace period over: abandoning the tasks still running");
+                    running.abort_all();
+                }
                 return Ok(summary);
             }
             next = tokio::time::timeout(Duration::from_millis(cfg.idle_check_ms), tasks.next()),
@@ -252,13 +287,7 @@ pub async fn run(
                     .map_err(|e| ProducerError::Config(format!("task worker failed: {e}")))??;
                 publishers.push(publisher);
                 if let Some(done) = done {
-                    summary.tasks += 1;
-                    summary.sequences += done.stats.sequences;
-                    summary.batches += done.entries.len() as u64;
-                    summary.tokens += done.stats.tokens;
-                    summary.padded_tokens += done.stats.padded_tokens;
-                    summary.bytes += done.stats.bytes;
-                    summary.skipped_split_rows += done.stats.skipped_split_rows;
+                    add_task(&mut summary, &done);
                     progress.inc(1);
                 }
             }
@@ -282,4 +311,16 @@ pub async fn run(
         "producer finished"
     );
     Ok(summary)
+}
+
+/// Counts a completed task into the summary and the metrics.
+fn add_task(summary: &mut ProducerSummary, done: &TaskOutput) {
+    summary.tasks += 1;
+    summary.sequences += done.stats.sequences;
+    summary.batches += done.entries.len() as u64;
+    summary.tokens += done.stats.tokens;
+    summary.padded_tokens += done.stats.padded_tokens;
+    summary.bytes += done.stats.bytes;
+    summary.skipped_split_rows += done.stats.skipped_split_rows;
+    metrics::counter!(names::PRODUCER_TASKS).increment(1);
 }

@@ -13,7 +13,8 @@ use pretext_core::input::ValidatingReader;
 use pretext_core::manifest::ManifestEntry;
 use pretext_core::validate::{IdRegistry, Label};
 use pretext_mq::{OutMessage, Publisher};
-use tokio::sync::mpsc;
+use pretext_ops::names;
+use tokio::sync::{mpsc, watch};
 
 use crate::plan::Plan;
 use crate::{ProducerConfig, ProducerError};
@@ -51,20 +52,36 @@ struct Built {
 }
 
 /// Runs one task to the point where all its batches are confirmed
-/// (`publisher` is the producer's, kept across tasks).
+/// (`publisher` is the producer's, kept across tasks). When `stop` turns
+/// true (shutdown) it stops building, waits for the confirms of what it
+/// sent, and returns `None`: the task is to be handed back and redone, and
+/// the redo republishes the same ids.
 pub async fn run_task(
     cfg: &ProducerConfig,
     plan: &Plan,
     task: &FileTask,
     publisher: &mut Box<dyn Publisher>,
-) -> Result<TaskOutput, ProducerError> {
+    mut stop: watch::Receiver<bool>,
+) -> Result<Option<TaskOutput>, ProducerError> {
     let (tx, mut rx) = mpsc::channel::<Built>(4);
     let skip = plan.skip_rows.get(&task.file).cloned().unwrap_or_default();
     let (c, t) = (cfg.clone(), task.clone());
     let builder = tokio::task::spawn_blocking(move || build_batches(&c, &skip, &t, &tx));
     let mut entries = Vec::new();
     let mut stats = TaskStats::default();
-    while let Some(b) = rx.recv().await {
+    let mut stopped = false;
+    loop {
+        let b = tokio::select! {
+            biased;
+            Ok(_) = stop.wait_for(|s| *s) => {
+                stopped = true;
+                break;
+            }
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => break,
+            },
+        };
         let mut msg = OutMessage::new(b.id.clone(), b.bytes).with_content_type(CONTENT_TYPE);
         for (k, v) in b.headers {
             msg = match v {
@@ -72,8 +89,11 @@ pub async fn run_task(
                 HeaderValue::Int(i) => msg.with_header(k, i),
             };
         }
-        stats.bytes += msg.body.len() as u64;
+        let bytes = msg.body.len() as u64;
+        stats.bytes += bytes;
         publisher.send(msg).await?;
+        metrics::counter!(names::PRODUCER_BATCHES_PUBLISHED).increment(1);
+        metrics::counter!(names::PRODUCER_BYTES).increment(bytes);
         stats.sequences += b.stats.rows;
         stats.tokens += b.stats.real_tokens;
         stats.padded_tokens += b.stats.padded_tokens;
@@ -84,12 +104,21 @@ pub async fn run_task(
             task_id: task.task_id.clone(),
         });
     }
+    // Stopping: closing the channel makes the builder's next send fail,
+    // which ends it.
+    drop(rx);
     let skipped = builder
         .await
         .map_err(|e| ProducerError::Config(format!("batch builder failed: {e}")))??;
     stats.skipped_split_rows = skipped;
     publisher.flush().await?;
-    Ok(TaskOutput { entries, stats })
+    if stopped {
+        tracing::info!(task = %task.task_id, sent = entries.len(), "shutdown: task stopped, its sent batches confirmed");
+        return Ok(None);
+    }
+    metrics::counter!(names::PRODUCER_BATCHES_CONFIRMED).increment(entries.len() as u64);
+    metrics::counter!(names::PRODUCER_TOKENS).increment(stats.tokens);
+    Ok(Some(TaskOutput { entries, stats }))
 }
 
 /// Reads the task's row group and sends its batches; returns the number of

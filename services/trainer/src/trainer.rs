@@ -21,6 +21,7 @@ use pretext_model::{
     read_checkpoint_state, save_checkpoint,
 };
 use pretext_mq::{ConsumeOptions, Consumer, Delivery, SharedTransport, Topology};
+use pretext_ops::names;
 use serde::Serialize;
 use tracing::instrument;
 
@@ -469,6 +470,7 @@ impl Session {
                 }
             }
             self.counts.skipped += 1;
+            metrics::counter!(names::TRAINER_DUPLICATES).increment(1);
             return None;
         }
         let batch = match decode(delivery.body().to_vec()) {
@@ -535,6 +537,7 @@ impl Session {
         self.pending_since.get_or_insert(now);
         self.tokens_seen += stats.real_tokens;
         self.counts.applied += 1;
+        metrics::counter!(names::TRAINER_BATCHES_APPLIED).increment(1);
         self.counts.last_loss = Some(outcome.loss);
         let total_positions = (stats.rows * bucket_len).max(1) as f64;
         let m = StepMetrics {
@@ -565,6 +568,11 @@ impl Session {
     /// shared by the single-process and the data-parallel loops.
     pub(crate) fn record_step(&mut self, m: &StepMetrics, rank: usize) -> Result<(), TrainError> {
         self.metrics.write(m)?;
+        metrics::counter!(names::TRAINER_STEPS).increment(1);
+        metrics::counter!(names::TRAINER_TOKENS).increment(m.real_tokens);
+        metrics::gauge!(names::TRAINER_STEP).set(m.step as f64);
+        metrics::gauge!(names::TRAINER_LOSS).set(m.loss);
+        metrics::gauge!(names::TRAINER_TOKENS_PER_SECOND).set(m.tokens_per_s);
         tracing::debug!(
             step = m.step,
             rank,
@@ -594,6 +602,7 @@ impl Session {
             tracing::warn!(id, error = %err, "could not dead-letter the delivery");
         }
         self.counts.rejected += 1;
+        metrics::counter!(names::TRAINER_REJECTED).increment(1);
     }
 
     /// Writes a checkpoint of everything applied so far, then acks the
@@ -660,13 +669,20 @@ impl Session {
         let batches = self.pending.len();
         self.pending_steps = 0;
         self.history.add(step, std::mem::take(&mut self.pending));
-        let mut failed = 0;
+        let (mut acked, mut failed) = (0u64, 0);
         for delivery in std::mem::take(&mut self.held).into_values().flatten() {
             let id = delivery.message_id().to_owned();
-            if let Err(err) = delivery.ack().await {
-                failed += 1;
-                tracing::debug!(id, error = %err, "ack failed");
+            match delivery.ack().await {
+                Ok(()) => acked += 1,
+                Err(err) => {
+                    failed += 1;
+                    tracing::debug!(id, error = %err, "ack failed");
+                }
             }
+        }
+        metrics::counter!(names::TRAINER_BATCHES_ACKED).increment(acked);
+        if self.dist.as_ref().is_none_or(|d| d.rank() == 0) {
+            metrics::counter!(names::TRAINER_CHECKPOINTS).increment(1);
         }
         if failed > 0 {
             tracing::warn!(
@@ -703,6 +719,7 @@ impl Session {
                 break;
             }
             self.counts.skipped += 1;
+            metrics::counter!(names::TRAINER_DUPLICATES).increment(1);
             if let Err(err) = delivery.ack().await {
                 tracing::debug!(error = %err, "ack of a drained duplicate failed");
             }

@@ -134,6 +134,7 @@ impl Inner {
         if nacks.attempts() == 0 {
             tracing::debug!(%queue, message_id = %message.message_id, "broker nacked (queue full?); retrying with backoff");
         }
+        metrics::counter!(pretext_ops::names::PUBLISH_NACKS).increment(1);
         nacks.wait().await.map_err(|_| MqError::Nacked {
             queue: queue.to_owned(),
             message_id: message.message_id.clone(),

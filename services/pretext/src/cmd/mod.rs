@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod demo;
 pub mod experiment;
+pub mod export;
 pub mod finetune;
 pub mod gen_data;
 pub mod inspect;
@@ -45,9 +46,23 @@ pub struct BrokerArgs {
     /// Namespace prefixing every queue, so runs can share a broker.
     #[arg(long, env = "PRETEXT_NS", default_value = "pretext")]
     pub ns: String,
+    /// Byte bound of the batch queues (`x-max-length-bytes`; the broker
+    /// refuses publishes past it and producers wait). Every service of a
+    /// namespace must use the same; default 2 GiB.
+    #[arg(long, env = "PRETEXT_QUEUE_MAX_BYTES")]
+    pub queue_max_bytes: Option<u64>,
 }
 
 impl BrokerArgs {
+    /// The queue bounds these flags give.
+    pub fn topology(&self) -> pretext_mq::TopologyConfig {
+        let mut t = pretext_mq::TopologyConfig::default();
+        if let Some(bytes) = self.queue_max_bytes {
+            t.batch_max_length_bytes = bytes;
+        }
+        t
+    }
+
     /// Connects (the password never appears in errors or logs).
     pub async fn connect(&self) -> anyhow::Result<pretext_mq::SharedTransport> {
         let t = pretext_mq::connect(&self.broker, pretext_mq::RabbitConfig::default())
@@ -62,7 +77,62 @@ impl BrokerArgs {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
+/// Where a long-running service serves Prometheus `/metrics` and `/healthz`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct MetricsArgs {
+    /// Serve `/metrics` (Prometheus text) and `/healthz` on this address,
+    /// e.g. `0.0.0.0:9100`; off when unset. Ranks started by `pretext
+    /// launch` add their LOCAL_RANK to the port.
+    #[arg(long, env = "PRETEXT_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Starts the endpoint for `service` (the `service` label of every
+    /// metric) when an address is set; call inside the tokio runtime.
+    pub async fn start(&self, service: &str) -> anyhow::Result<Option<pretext_ops::MetricsServer>> {
+        let Some(mut addr) = self.metrics_addr else {
+            return Ok(None);
+        };
+        let local_rank = std::env::var("LOCAL_RANK")
+            .ok()
+            .and_then(|r| r.parse::<u16>().ok());
+        if let (Some(rank), true) = (local_rank, addr.port() != 0) {
+            addr.set_port(addr.port().saturating_add(rank));
+        }
+        Ok(Some(
+            pretext_ops::MetricsServer::start(addr, service).await?,
+        ))
+    }
+}
+
+/// [`shutdown_signal`] that also turns `/healthz` of `server`, if any, to 503
+/// when the signal comes. The handlers are installed when the service first
+/// waits on it (its main loop): a SIGTERM before that, while it is still
+/// connecting, ends the process as usual instead of being held until a loop
+/// that may never come.
+pub fn shutdown_on_signal(
+    server: Option<&pretext_ops::MetricsServer>,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let health = server.map(pretext_ops::MetricsServer::health);
+    async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+        if let Some(health) = health {
+            health.set_stopping();
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (services with a metrics endpoint use
+/// [`shutdown_on_signal`]).
+#[allow(dead_code)]
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -8,7 +8,7 @@ use pretext_core::split::Split;
 use pretext_core::task::Task;
 use pretext_producer::{ProducerConfig, run};
 
-use super::{BrokerArgs, LimitArgs, shutdown_signal};
+use super::{BrokerArgs, LimitArgs, MetricsArgs, shutdown_on_signal};
 
 /// Arguments of `pretext produce`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +47,12 @@ pub struct Args {
     pub producer_id: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Seconds a SIGTERM waits for the tasks in hand to stop cleanly
+    /// (confirms of what was sent awaited, tasks requeued).
+    #[arg(long, env = "PRETEXT_SHUTDOWN_GRACE", default_value_t = pretext_producer::config::DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 impl Args {
@@ -65,6 +71,8 @@ impl Args {
         c.mask.rate = self.mask_rate;
         c.buckets.max_tokens = self.max_tokens;
         c.validation = self.limits.config();
+        c.shutdown_grace_secs = self.shutdown_grace;
+        c.topology = self.broker.topology();
         if let Some(id) = &self.producer_id {
             c.producer_id = id.clone();
         }
@@ -72,12 +80,15 @@ impl Args {
     }
 }
 
-/// Runs the producer until the work is done or a signal arrives.
+/// Runs the producer until the work is done or a signal arrives (SIGTERM:
+/// confirms of what was sent are awaited, tasks in hand requeued, exit 0).
 pub fn run_cmd(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
+        let server = args.metrics.start("producer").await?;
+        let shutdown = shutdown_on_signal(server.as_ref());
         let transport = args.broker.connect().await?;
-        let summary = run(args.config(), transport, shutdown_signal())
+        let summary = run(args.config(), transport, shutdown)
             .await
             .context("producer failed")?;
         println!("{}", summary.line());

@@ -14,7 +14,7 @@ use pretext_trainer::config::{
 use pretext_trainer::{DeviceChoice, TrainerConfig};
 use serde::de::DeserializeOwned;
 
-use super::{BrokerArgs, shutdown_signal};
+use super::{BrokerArgs, MetricsArgs, shutdown_on_signal};
 
 /// Arguments of `pretext train`.
 #[derive(Debug, clap::Args)]
@@ -66,6 +66,8 @@ pub struct Args {
     pub optimizer: OptimizerArgs,
     #[command(flatten)]
     pub dist: DistArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Data parallel: active when `WORLD_SIZE` is set (with `MASTER_ADDR`,
@@ -198,6 +200,7 @@ impl Args {
                 max_grad_norm: o.max_grad_norm,
             },
             progress: std::io::stderr().is_terminal(),
+            topology: self.broker.topology(),
             ..TrainerConfig::default()
         }
     }
@@ -214,9 +217,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..w
     });
     let rt = tokio::runtime::Runtime::new()?;
-    let summary = rt
-        .block_on(pretext_trainer::run(config, shutdown_signal()))
-        .context("trainer failed")?;
+    let summary = rt.block_on(async {
+        let server = args.metrics.start("trainer").await?;
+        let shutdown = shutdown_on_signal(server.as_ref());
+        pretext_trainer::run(config, shutdown)
+            .await
+            .context("trainer failed")
+    })?;
     if summary.world_size > 1 {
         print!(
             "rank {}/{} (all-reduce {:.3} s): ",

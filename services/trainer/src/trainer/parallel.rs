@@ -496,6 +496,7 @@ impl Session {
                 self.held.entry(r.id).or_default().push(r.delivery);
                 self.held_count += 1;
                 self.counts.skipped += 1;
+                metrics::counter!(pretext_ops::names::TRAINER_DUPLICATES).increment(1);
                 None
             }
             other => other,
@@ -552,6 +553,7 @@ impl Session {
                 self.held.entry(id.clone()).or_default().push(delivery);
                 self.held_count += 1;
                 self.counts.applied += 1;
+                metrics::counter!(pretext_ops::names::TRAINER_BATCHES_APPLIED).increment(1);
                 id
             }
             _ => String::new(),
