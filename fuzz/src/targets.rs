@@ -1,9 +1,7 @@
 //! The fuzz targets' bodies: hostile bytes into the batch decoder and into row validation, with the invariants each must keep. Shared by the cargo-fuzz binaries (`fuzz_targets/`) and the stable corpus driver (`crates/core/tests/fuzz_corpus.rs`).
 
-use std::io::Cursor;
-
-use arrow_ipc::reader::StreamReader;
 use pretext_core::batch::{self, CONTENT_TYPE, MAX_DECOMPRESSED_BYTES, MAX_MESSAGE_BYTES};
+use pretext_core::ipc_limit::read_stream;
 use pretext_core::validate::{ColumnLayout, IdRegistry, ValidationConfig, validate_batch};
 
 /// Bytes from the queue, as a trainer receives them: either a batch that
@@ -27,21 +25,18 @@ pub fn batch_message(data: &[u8]) {
     }
 }
 
-/// Record batches of raw input in any schema, as Arrow IPC bytes, into
-/// the row rules: a schema error or a verdict for every row. Never a panic.
+/// Record batches of raw input in any schema, as Arrow IPC bytes read as
+/// consumers read them ([`read_stream`]), into the row rules: a schema error or a verdict for every row. Never a panic.
 pub fn rows(data: &[u8]) {
-    if data.len() > MAX_MESSAGE_BYTES
-        || pretext_core::ipc_limit::check_decompressed_size(data, MAX_DECOMPRESSED_BYTES).is_err()
-    {
+    if data.len() > MAX_MESSAGE_BYTES {
         return;
     }
-    let Ok(reader) = StreamReader::try_new(Cursor::new(data), None) else {
+    let Ok(batches) = read_stream(data.to_vec(), MAX_DECOMPRESSED_BYTES, 8) else {
         return;
     };
     let mut ids = IdRegistry::default();
     let cfg = ValidationConfig::default();
-    for record in reader.take(8) {
-        let Ok(record) = record else { return };
+    for record in batches {
         let Ok(layout) = ColumnLayout::from_schema(&record.schema()) else {
             return;
         };

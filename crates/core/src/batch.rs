@@ -10,9 +10,8 @@ use arrow_array::builder::{Int32Builder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, RecordBatch, UInt8Array, UInt32Array};
-use arrow_buffer::{Buffer, ScalarBuffer};
+use arrow_buffer::ScalarBuffer;
 use arrow_ipc::CompressionType;
-use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
@@ -447,28 +446,13 @@ pub fn decode(bytes: Vec<u8>) -> Result<DecodedBatch, DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
-    match crate::ipc_limit::check_decompressed_size(&bytes, MAX_DECOMPRESSED_BYTES) {
-        Ok(()) => {}
+    let mut batches = match crate::ipc_limit::read_stream(bytes, MAX_DECOMPRESSED_BYTES, 1) {
+        Ok(batches) => batches,
         Err(e @ IpcLimitError::OverLimit(_)) => {
             return Err(DecodeError::DecompressesTooLarge(e.to_string()));
         }
         Err(IpcLimitError::Malformed(e)) => return Err(DecodeError::NotArrow(e)),
-    }
-    let not_arrow = |e: arrow_schema::ArrowError| DecodeError::NotArrow(e.to_string());
-    let mut buf = Buffer::from(bytes);
-    let mut decoder = StreamDecoder::new();
-    let mut batches = Vec::new();
-    while !buf.is_empty() {
-        match decoder.decode(&mut buf).map_err(not_arrow)? {
-            Some(b) => batches.push(b),
-            None if buf.is_empty() => break,
-            None => {}
-        }
-        if batches.len() > 1 {
-            return Err(DecodeError::NotArrow("more than one record batch".into()));
-        }
-    }
-    decoder.finish().map_err(not_arrow)?;
+    };
     let record = match batches.pop() {
         Some(b) if batches.is_empty() => b,
         _ => return Err(DecodeError::NotArrow("no record batch".into())),
