@@ -257,6 +257,15 @@ pub fn wait_for(what: &str, child: &mut Child, log: &Path, mut done: impl FnMut(
     }
 }
 
+/// Waits until `done()` holds, failing after `LIMIT`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits for `child` to exit by itself and checks it succeeded.
 pub fn wait_success(child: &mut Child, log: &Path) {
     let start = Instant::now();
