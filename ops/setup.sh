@@ -19,8 +19,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # System packages: gloo headers for the c10d shim, a C++ compiler, and
 # docker-compose (1.x) which validates compose files without an engine, and
-# the DejaVu font the report plots are labelled with.
-pkgs=(libgloo-dev g++ python3-venv docker-compose fonts-dejavu-core)
+# the DejaVu font the report plots are labelled with, and openssl, which the
+# security tests make their TLS certificates with.
+pkgs=(libgloo-dev g++ python3-venv docker-compose fonts-dejavu-core openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

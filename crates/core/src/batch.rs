@@ -10,14 +10,14 @@ use arrow_array::builder::{Int32Builder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, RecordBatch, UInt8Array, UInt32Array};
-use arrow_buffer::{Buffer, ScalarBuffer};
+use arrow_buffer::ScalarBuffer;
 use arrow_ipc::CompressionType;
-use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ipc_limit::IpcLimitError;
 use crate::task::{MaskConfig, RowOut, Task, fill_row};
 use crate::{MAX_VALUE, PAD_TOKEN};
 
@@ -29,6 +29,11 @@ pub const SCHEMA_MAJOR: u32 = 1;
 pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 /// Largest message a consumer decodes (RabbitMQ 4's default limit).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Most bytes the compressed buffers of one message may declare they
+/// decompress to, checked before decoding. A batch within the token budget
+/// decompresses to a few MiB; this is the bound on what a hostile one can
+/// make the consumer allocate.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Metadata keys of the Arrow schema.
 pub mod meta {
@@ -311,6 +316,10 @@ pub enum DecodeError {
     /// Larger than [`MAX_MESSAGE_BYTES`]: refused before decoding.
     #[error("message of {0} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
     TooLarge(usize),
+    /// Compressed buffers that declare more than [`MAX_DECOMPRESSED_BYTES`]:
+    /// refused before decoding.
+    #[error("message would decompress beyond the {MAX_DECOMPRESSED_BYTES}-byte limit: {0}")]
+    DecompressesTooLarge(String),
     /// Not an Arrow IPC stream with exactly one record batch.
     #[error("not an Arrow IPC stream with one record batch: {0}")]
     NotArrow(String),
@@ -431,27 +440,19 @@ fn meta_value<'a>(schema: &'a Schema, key: &str) -> Result<&'a str, DecodeError>
         .ok_or_else(|| DecodeError::BadSchema(format!("metadata `{key}` missing")))
 }
 
-/// Decodes and checks a batch message. The size limit is checked before
-/// any decoding; nothing here panics on hostile bytes.
+/// Decodes and checks a batch message. The size limits (of the message and
+/// of what its compressed buffers declare) are checked before any decoding; nothing here panics on hostile bytes.
 pub fn decode(bytes: Vec<u8>) -> Result<DecodedBatch, DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
-    let not_arrow = |e: arrow_schema::ArrowError| DecodeError::NotArrow(e.to_string());
-    let mut buf = Buffer::from(bytes);
-    let mut decoder = StreamDecoder::new();
-    let mut batches = Vec::new();
-    while !buf.is_empty() {
-        match decoder.decode(&mut buf).map_err(not_arrow)? {
-            Some(b) => batches.push(b),
-            None if buf.is_empty() => break,
-            None => {}
+    let mut batches = match crate::ipc_limit::read_stream(bytes, MAX_DECOMPRESSED_BYTES, 1) {
+        Ok(batches) => batches,
+        Err(e @ IpcLimitError::OverLimit(_)) => {
+            return Err(DecodeError::DecompressesTooLarge(e.to_string()));
         }
-        if batches.len() > 1 {
-            return Err(DecodeError::NotArrow("more than one record batch".into()));
-        }
-    }
-    decoder.finish().map_err(not_arrow)?;
+        Err(IpcLimitError::Malformed(e)) => return Err(DecodeError::NotArrow(e)),
+    };
     let record = match batches.pop() {
         Some(b) if batches.is_empty() => b,
         _ => return Err(DecodeError::NotArrow("no record batch".into())),

@@ -13,6 +13,7 @@
 //! - [`task`]: masked / next / classify targets.
 //! - [`trivial`]: the trivial token predictors pretraining must beat.
 //! - [`batch`]: the batch type and its Arrow IPC codec.
+//! - [`ipc_limit`]: the decompressed-size bound checked before decoding.
 //! - [`control`]: control-stream messages, file tasks, and the end-of-data rule.
 
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod bucket;
 pub mod control;
 pub mod floor;
 pub mod input;
+pub mod ipc_limit;
 pub mod manifest;
 pub mod report;
 pub mod split;

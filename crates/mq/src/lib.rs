@@ -72,7 +72,7 @@ pub use credentials::{Credentials, CredentialsError};
 pub use error::{AckError, MqError};
 pub use memory::MemoryTransport;
 pub use message::{Delivery, HeaderValue, Headers, OutMessage};
-pub use rabbit::{RabbitConfig, RabbitTransport};
+pub use rabbit::{CA_FILE_ENV, RabbitConfig, RabbitTransport};
 pub use topology::{DeadLetter, QueueKind, QueueRole, QueueSpec, Topology, TopologyConfig};
 pub use transport::{ConsumeOptions, Consumer, Publisher, SharedTransport, Transport, connect};
 pub use url::redact_url;

@@ -274,7 +274,12 @@ impl Link {
     async fn open(&self, generation: u64) -> Result<Session, BoxError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("pretext-mq {}", self.role.name()).into());
-        let connection = Connection::connect(self.url.expose(), properties).await?;
+        let connection = lapin::DefaultConnectionBuilder::new()?
+            .with_uri_str(self.url.expose().to_owned())
+            .with_properties(properties)
+            .with_tls_config(super::tls::tls_config()?)
+            .connect()
+            .await?;
         let ready = async {
             let admin = connection.create_channel().await?;
             self.declared.replay(&admin).await?;

@@ -8,12 +8,14 @@
 //! - `link`: connection supervisor and topology replay;
 //! - `publish`: confirmed publishing and the windowed publisher;
 //! - `consume`: the subscription task and delivery settlement;
-//! - `convert`: AMQP headers, properties, arguments and errors.
+//! - `convert`: AMQP headers, properties, arguments and errors;
+//! - `tls`: certificate verification for `amqps://` ([`CA_FILE_ENV`]).
 
 mod consume;
 mod convert;
 mod link;
 mod publish;
+mod tls;
 
 use crate::backoff::{Backoff, duration_ms};
 use crate::error::MqError;
@@ -34,6 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+pub use tls::CA_FILE_ENV;
 use tokio::sync::Semaphore;
 
 /// Settings of a [`RabbitTransport`].

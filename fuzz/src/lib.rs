@@ -1,0 +1,3 @@
+//! pretext-fuzz: the fuzz targets' bodies ([`targets`]), for the cargo-fuzz binaries in `fuzz_targets/`.
+
+pub mod targets;
