@@ -43,6 +43,11 @@ enum Command {
     Experiment(cmd::experiment::Args),
     /// Print the batch contract (the checked-in schemas/batch.schema.json).
     Schema,
+    /// Scheduled retraining: watch an inbox, register new files, retrain, promote if not worse.
+    Schedule(cmd::schedule::Args),
+    /// Read the scheduler's registry: `list`, `show ID`.
+    #[command(subcommand)]
+    Registry(cmd::registry::Cmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +71,8 @@ fn main() -> std::process::ExitCode {
         Command::Bench(b) => cmd::bench::run(b),
         Command::Finetune(a) => cmd::finetune::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
+        Command::Schedule(a) => cmd::schedule::run(a),
+        Command::Registry(c) => cmd::registry::run(c),
         Command::Schema => {
             let doc = pretext_core::batch::contract_json();
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
