@@ -45,6 +45,11 @@ enum Command {
     Schema,
     /// Export a run's newest checkpoint for PyTorch: model.safetensors + config.json.
     Export(cmd::export::Args),
+    /// Scheduled retraining: watch an inbox, register new files, retrain, promote if not worse.
+    Schedule(cmd::schedule::Args),
+    /// Read the scheduler's registry: `list`, `show ID`.
+    #[command(subcommand)]
+    Registry(cmd::registry::Cmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +74,8 @@ fn main() -> std::process::ExitCode {
         Command::Finetune(a) => cmd::finetune::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Schedule(a) => cmd::schedule::run(a),
+        Command::Registry(c) => cmd::registry::run(c),
         Command::Schema => {
             let doc = pretext_core::batch::contract_json();
             println!("{}", serde_json::to_string_pretty(&doc).expect("json"));

@@ -30,6 +30,9 @@
 //! - [`metrics`]: `RUN_DIR/metrics.jsonl`, one line per step.
 //! - [`mod@audit`]: manifests joined with checkpoints (`pretext audit`).
 //! - [`error`]: the error type, [`TrainError`].
+//! - [`in_process`]: producer and trainer on one transport in one process
+//!   ([`in_process::pretrain_with`]), and [`in_process::continue_from`] to
+//!   start a run from another run's checkpoint.
 //!
 //! # Run directory
 //! - `checkpoints/step-NNNNNN/` (`model.safetensors`, `optimizer.safetensors`,
@@ -45,6 +48,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod in_process;
 pub mod metrics;
 pub mod step;
 pub mod trainer;

@@ -16,10 +16,7 @@ use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::task::Task;
 use pretext_core::trivial::trivial_accuracy;
 use pretext_core::validate::{IdRegistry, ValidationConfig};
-use pretext_model::ModelConfig;
-use pretext_producer::ProducerConfig;
-use pretext_trainer::TrainerConfig;
-use pretext_trainer::config::direction_for;
+pub use pretext_trainer::in_process::{PretrainSpec, pretrain_with};
 
 /// Arguments of `pretext demo`.
 #[derive(Debug, clap::Args)]
@@ -236,24 +233,6 @@ fn describe(
     Ok((histogram_floor(&train, &test), trivial))
 }
 
-/// What an in-process pretraining run needs: producer and trainer share
-/// one transport, as in `pretext demo`.
-#[derive(Debug, Clone)]
-pub struct PretrainSpec {
-    /// Transport URL (`memory` or `amqp://…`).
-    pub broker: String,
-    /// Epochs published (fresh masks each).
-    pub epochs: u32,
-    /// Model width.
-    pub width: i64,
-    /// Residual blocks.
-    pub depth: usize,
-    /// libtorch threads.
-    pub threads: usize,
-    /// Seed of masks and weights.
-    pub seed: u64,
-}
-
 async fn pretrain(
     args: &Args,
     data: &Path,
@@ -269,52 +248,7 @@ async fn pretrain(
         threads: args.threads,
         seed: args.seed,
     };
-    pretrain_with(&spec, data, run_dir, task, vcfg, &format!("demo-{task}")).await
-}
-
-/// Publishes the `train` rows of `data` as `task` batches and pretrains on
-/// them in this process; the run lands in `run_dir`.
-pub async fn pretrain_with(
-    spec: &PretrainSpec,
-    data: &Path,
-    run_dir: &Path,
-    task: Task,
-    vcfg: ValidationConfig,
-    ns: &str,
-) -> anyhow::Result<pretext_trainer::TrainSummary> {
-    let ns = ns.to_owned();
-    let transport = pretext_mq::connect(&spec.broker, pretext_mq::RabbitConfig::default()).await?;
-    let mut p = ProducerConfig::new(vec![data.to_path_buf()], task, &ns, run_dir.to_path_buf());
-    p.epochs = spec.epochs;
-    p.mask.seed = spec.seed;
-    p.validation = vcfg;
-    p.buckets.max_tokens = 16_384;
-    let producer = pretext_producer::run(p, transport.clone(), std::future::pending());
-    let model = ModelConfig {
-        width: spec.width,
-        depth: spec.depth,
-        direction: direction_for(task),
-        ..ModelConfig::default()
-    };
-    let mut t = TrainerConfig {
-        broker: spec.broker.clone(),
-        namespace: ns.clone(),
-        run_dir: run_dir.to_path_buf(),
-        task,
-        threads: Some(spec.threads),
-        seed: spec.seed,
-        model,
-        checkpoint_every: 50,
-        ..TrainerConfig::default()
-    };
-    t.optimizer.lr = 2e-3;
-    t.optimizer.warmup_steps = 20;
-    let trainer = pretext_trainer::run_with_transport(t, transport.clone(), std::future::pending());
-    let (produced, trained) = tokio::join!(producer, trainer);
-    produced.context("producer")?;
-    let summary = trained.context("trainer")?;
-    pretext_mq::Topology::new(&ns).delete(&*transport).await?;
-    Ok(summary)
+    Ok(pretrain_with(&spec, data, run_dir, task, vcfg, &format!("demo-{task}")).await?)
 }
 
 /// Mean token accuracy of the last 10 steps in `metrics.jsonl`.

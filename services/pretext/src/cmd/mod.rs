@@ -10,6 +10,8 @@ pub mod gen_data;
 pub mod inspect;
 pub mod launch;
 pub mod produce;
+pub mod registry;
+pub mod schedule;
 pub mod train;
 pub mod validate;
 

@@ -1,0 +1,218 @@
+//! One tick ([`run_once`]) and the cron loop ([`run`]). A tick takes the
+//! lease, registers every new inbox file by content hash (validated, bad
+//! rows quarantined), then drives one run to its end: the interrupted one
+//! if there is one, else a new one over every pending file. With nothing
+//! new and nothing interrupted it does nothing.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use croner::Cron;
+use pretext_core::report::validate_paths;
+use serde::Serialize;
+
+use crate::config::SchedulerConfig;
+use crate::error::SchedulerError;
+use crate::inbox::Inbox;
+use crate::lease::{self, LeaseKeeper, RETRAIN_LEASE, new_holder, unix_now};
+use crate::registry::{FileRecord, Registry, RunRecord, Sighting, now_text};
+use crate::retrain::Stage;
+use crate::status::RunStatus;
+
+/// What a tick did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TickReport {
+    /// Files registered by this tick.
+    pub new_files: Vec<FileRecord>,
+    /// Inbox locations seen for the first time whose content was already
+    /// registered (renamed or copied files): not trained on again.
+    pub known_copies: Vec<Sighting>,
+    /// The run this tick worked on, as it ended.
+    pub run: Option<RunRecord>,
+    /// Set when the tick stopped early after this status (the test hook).
+    pub stopped_after: Option<RunStatus>,
+}
+
+/// Parses a cron expression (5 fields, or 6 with seconds; `@hourly` …).
+pub fn parse_cron(expr: &str) -> Result<Cron, SchedulerError> {
+    Cron::from_str(expr).map_err(|e| SchedulerError::Config(format!("cron `{expr}`: {e}")))
+}
+
+/// The directory of run `id`.
+pub fn run_dir(cfg: &SchedulerConfig, id: i64) -> PathBuf {
+    cfg.work_dir().join("runs").join(format!("run-{id:06}"))
+}
+
+/// One tick: lease, register, retrain if there is work, release.
+#[tracing::instrument(skip_all, fields(inbox = %cfg.inbox))]
+pub async fn run_once(cfg: &SchedulerConfig) -> Result<TickReport, SchedulerError> {
+    cfg.validate()?;
+    let mut reg = Registry::open(&cfg.registry)?;
+    let holder = new_holder();
+    lease::acquire(
+        reg.conn_mut(),
+        RETRAIN_LEASE,
+        &holder,
+        cfg.lease_secs,
+        unix_now(),
+    )?;
+    let keeper = LeaseKeeper::start(reg.path().to_path_buf(), holder.clone(), cfg.lease_secs);
+    let result = tick(cfg, &mut reg, &holder).await;
+    drop(keeper);
+    let stopped = matches!(&result, Ok(r) if r.stopped_after.is_some());
+    // Stopped by the test hook: keep the lease, as a killed process would.
+    if !stopped {
+        lease::release(reg.conn_mut(), RETRAIN_LEASE, &holder)?;
+    }
+    result
+}
+
+async fn tick(
+    cfg: &SchedulerConfig,
+    reg: &mut Registry,
+    holder: &str,
+) -> Result<TickReport, SchedulerError> {
+    let mut report = register(cfg, reg).await?;
+    let mut run = match reg.open_run()? {
+        Some(run) => {
+            tracing::info!(run = run.id, status = %run.status, "continuing an interrupted run");
+            run
+        }
+        None => match reg.create_run(holder, |id| run_dir(cfg, id))? {
+            Some(run) => {
+                tracing::info!(run = run.id, "new run");
+                if cfg.stop_after == Some(RunStatus::Registered) {
+                    report.stopped_after = Some(RunStatus::Registered);
+                    report.run = Some(run);
+                    return Ok(report);
+                }
+                run
+            }
+            None => {
+                tracing::info!("nothing new");
+                return Ok(report);
+            }
+        },
+    };
+    while !run.status.is_terminal() {
+        let stage = Stage {
+            cfg,
+            reg: &mut *reg,
+            holder,
+            run: &run,
+        };
+        if let Err(e) = stage.advance().await {
+            if !matches!(e, SchedulerError::LeaseLost { .. }) {
+                reg.set_error(run.id, &e.to_string())?;
+            }
+            return Err(e);
+        }
+        run = reg
+            .run(run.id)?
+            .ok_or_else(|| SchedulerError::Corrupt(format!("run {} vanished", run.id)))?;
+        if cfg.stop_after == Some(run.status) && !run.status.is_terminal() {
+            report.stopped_after = Some(run.status);
+            break;
+        }
+    }
+    report.run = Some(run);
+    Ok(report)
+}
+
+/// Registers every inbox file whose content is new.
+async fn register(cfg: &SchedulerConfig, reg: &mut Registry) -> Result<TickReport, SchedulerError> {
+    let inbox = Inbox::open(&cfg.inbox)?;
+    let work = cfg.work_dir();
+    let store = work.join("files");
+    let quarantine = work.join("quarantine");
+    let mut report = TickReport::default();
+    for entry in inbox.list().await? {
+        let size = entry.size as i64;
+        if let Some(hash) = reg.sighting(&entry.location, size, &entry.modified)?
+            && reg.file(&hash)?.is_some()
+        {
+            continue;
+        }
+        let (hash, stored) = inbox.fetch(&entry, &store).await?;
+        let sighting = Sighting {
+            path: entry.location.clone(),
+            size,
+            modified: entry.modified.clone(),
+            hash: hash.clone(),
+            seen_at: now_text(),
+        };
+        if reg.file(&hash)?.is_some() {
+            tracing::info!(path = %entry.location, %hash, "already registered: not trained on again");
+            reg.record_sighting(&sighting)?;
+            report.known_copies.push(sighting);
+            continue;
+        }
+        let file = validate(cfg, &entry.location, &hash, &stored, size, &quarantine)?;
+        tracing::info!(path = %file.path, hash = %file.hash, rows = file.rows, rejected = file.rejected, error = ?file.error, "registered");
+        reg.insert_file(&file)?;
+        reg.record_sighting(&sighting)?;
+        report.new_files.push(file);
+    }
+    Ok(report)
+}
+
+fn validate(
+    cfg: &SchedulerConfig,
+    location: &str,
+    hash: &str,
+    stored: &std::path::Path,
+    bytes: i64,
+    quarantine: &std::path::Path,
+) -> Result<FileRecord, SchedulerError> {
+    let reports = validate_paths(&[stored.to_path_buf()], cfg.validation, Some(quarantine), 2)?;
+    let r = reports.into_iter().next().unwrap_or_default();
+    Ok(FileRecord {
+        hash: hash.to_owned(),
+        path: location.to_owned(),
+        stored: stored.display().to_string(),
+        bytes,
+        rows: r.rows as i64,
+        valid: r.valid as i64,
+        rejected: r.rejected_total() as i64,
+        error: if r.readable {
+            None
+        } else {
+            r.error.or(Some("unreadable".into()))
+        },
+        first_seen: now_text(),
+        run_id: None,
+    })
+}
+
+/// Ticks on every occurrence of `cron` (UTC) until `shutdown` completes. A
+/// failed tick is logged and the next one tries again; the test hook's stop
+/// ends the loop.
+pub async fn run(
+    cfg: SchedulerConfig,
+    cron: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    cfg.validate()?;
+    let cron = parse_cron(cron)?;
+    tokio::pin!(shutdown);
+    loop {
+        let now = chrono::Utc::now();
+        let next = cron
+            .find_next_occurrence(&now, false)
+            .map_err(|e| SchedulerError::Config(format!("cron: {e}")))?;
+        let wait = (next - now).to_std().unwrap_or_default();
+        tracing::info!(next = %next.to_rfc3339(), "waiting for the next tick");
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        match run_once(&cfg).await {
+            Ok(r) if r.stopped_after.is_some() => return Ok(()),
+            Ok(r) => {
+                tracing::info!(new_files = r.new_files.len(), run = ?r.run.map(|r| (r.id, r.status)), "tick done")
+            }
+            Err(e) => tracing::error!(error = %e, "tick failed"),
+        }
+    }
+}

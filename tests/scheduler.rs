@@ -1,0 +1,345 @@
+//! `pretext schedule` and `pretext registry` as a user runs them: files
+//! dropped into an inbox directory, `--once` ticks, the registry read back
+//! as JSON. Tiny synthetic data (2 files of 64 sequences, at most 1,024
+//! steps) and a tiny model (width 16, depth 2) keep each retrain to seconds.
+//!
+//! - a dropped file is registered, retrained on and promoted; a second tick
+//!   does nothing; a renamed copy of a known file is not retrained on;
+//! - the scheduler stopped right after each stage commits (the test hook
+//!   `PRETEXT_SCHEDULER_EXIT_AFTER`, which also leaves its lease held, as a
+//!   killed process does) and restarted ends in the registry state of an
+//!   uninterrupted run;
+//! - a retrain that makes the model worse is recorded, rejected, and the
+//!   promoted model stays.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pretext_core::synth::{SynthConfig, generate};
+use serde_json::{Value, json};
+
+/// The two data files every test drops (generated once per test dir).
+fn dataset(dir: &Path) -> Vec<PathBuf> {
+    let cfg = SynthConfig {
+        sequences: 128,
+        classes: 2,
+        labeled_fraction: 1.0,
+        max_len: 1024,
+        seed: 7,
+        holdout_fraction: 0.2,
+        rows_per_file: 64,
+        row_group_rows: 32,
+        motif_density: 0.5,
+        ..SynthConfig::default()
+    };
+    let s = generate(&cfg, &dir.join("gen")).expect("gen-data");
+    assert_eq!(s.files.len(), 2);
+    s.files
+}
+
+/// A scheduler setup: an inbox and a registry under `base`.
+struct Setup {
+    base: PathBuf,
+}
+
+impl Setup {
+    fn new(base: &Path) -> Self {
+        std::fs::create_dir_all(base.join("inbox")).unwrap();
+        Self {
+            base: base.to_path_buf(),
+        }
+    }
+
+    fn inbox(&self) -> PathBuf {
+        self.base.join("inbox")
+    }
+
+    fn registry(&self) -> PathBuf {
+        self.base.join("registry.sqlite")
+    }
+
+    fn drop_file(&self, src: &Path, name: &str) {
+        std::fs::copy(src, self.inbox().join(name)).unwrap();
+    }
+
+    /// `pretext schedule --once` with the tiny budget, plus `extra`, with
+    /// the test hook set to `exit_after` (or unset).
+    fn tick(&self, extra: &[&str], exit_after: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pretext"));
+        cmd.args(["schedule", "--once", "--inbox"])
+            .arg(self.inbox())
+            .arg("--registry")
+            .arg(self.registry())
+            .args([
+                "--broker",
+                "memory",
+                "--width",
+                "16",
+                "--depth",
+                "2",
+                "--threads",
+                "2",
+                "--max-len",
+                "1024",
+                "--pretrain-epochs",
+                "1",
+                "--finetune-epochs",
+                "4",
+                "--finetune-min-steps",
+                "24",
+            ])
+            .args(extra)
+            .env_remove("PRETEXT_SCHEDULER_EXIT_AFTER")
+            .env_remove("PRETEXT_BROKER");
+        if let Some(stage) = exit_after {
+            cmd.env("PRETEXT_SCHEDULER_EXIT_AFTER", stage);
+        }
+        cmd.output().expect("pretext schedule runs")
+    }
+
+    fn tick_ok(&self, extra: &[&str]) -> String {
+        let out = self.tick(extra, None);
+        assert!(
+            out.status.success(),
+            "schedule failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn list(&self) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_pretext"))
+            .args(["registry", "list", "--json", "--registry"])
+            .arg(self.registry())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("registry list --json prints JSON")
+    }
+
+    fn show(&self, id: i64) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_pretext"))
+            .args(["registry", "show", &id.to_string(), "--registry"])
+            .arg(self.registry())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The registry without what legitimately differs between two runs of the
+/// same work (times, absolute paths): statuses, counts, which stages have
+/// a time, metrics, decisions.
+fn state(list: &Value) -> Value {
+    let runs: Vec<Value> = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r["id"], "status": r["status"], "error": r["error"],
+                "base_model": r["base_model"], "new_rows": r["new_rows"],
+                "replay_rows": r["replay_rows"], "pretrain_steps": r["pretrain_steps"],
+                "stages_timed": ["produced_at", "pretrained_at", "finetuned_at", "evaluated_at", "decided_at"]
+                    .iter().map(|k| !r[*k].is_null()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let models: Vec<Value> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m["id"], "run_id": m["run_id"], "valid_accuracy": m["valid_accuracy"],
+                "test_accuracy": m["test_accuracy"], "macro_f1": m["macro_f1"],
+                "test_rows": m["test_rows"], "baseline_model": m["baseline_model"],
+                "baseline_accuracy": m["baseline_accuracy"], "promoted": m["promoted"],
+            })
+        })
+        .collect();
+    let files: Vec<Value> = list["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            json!({
+                "hash": f["hash"], "path": f["path"], "rows": f["rows"], "valid": f["valid"],
+                "rejected": f["rejected"], "error": f["error"], "run_id": f["run_id"],
+            })
+        })
+        .collect();
+    json!({ "runs": runs, "models": models, "files": files, "promoted": list["promoted"]["id"] })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_dropped_file_is_retrained_on_once_and_a_renamed_copy_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dataset(dir.path());
+    let s = Setup::new(&dir.path().join("sched"));
+    s.drop_file(&files[0], "batch-1.parquet");
+
+    let out = s.tick_ok(&[]);
+    assert!(out.contains("registered batch-1.parquet"), "{out}");
+    assert!(out.contains("run 1: promoted"), "{out}");
+    let l = s.list();
+    let runs = l["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["status"], "promoted");
+    assert!(runs[0]["new_rows"].as_i64().unwrap() > 0);
+    assert_eq!(runs[0]["replay_rows"], 0, "nothing earlier to replay");
+    assert_eq!(
+        runs[0]["base_model"],
+        Value::Null,
+        "the first run starts from scratch"
+    );
+    assert_eq!(l["files"].as_array().unwrap().len(), 1);
+    assert_eq!(l["files"][0]["run_id"], 1);
+    assert_eq!(l["promoted"]["run_id"], 1);
+    let acc = l["promoted"]["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    let ckpt = PathBuf::from(l["promoted"]["checkpoint"].as_str().unwrap());
+    assert!(
+        ckpt.join("model.safetensors").exists(),
+        "{}",
+        ckpt.display()
+    );
+
+    // Nothing new: nothing done.
+    let before = s.list();
+    let out = s.tick_ok(&[]);
+    assert!(out.contains("nothing new"), "{out}");
+    assert_eq!(s.list(), before, "an idle tick changes nothing");
+
+    // A renamed copy: seen, recognised by its hash, not retrained on.
+    s.drop_file(&files[0], "renamed-copy.parquet");
+    let out = s.tick_ok(&[]);
+    assert!(
+        out.contains("already registered: renamed-copy.parquet"),
+        "{out}"
+    );
+    assert!(out.contains("nothing new"), "{out}");
+    let after = s.list();
+    assert_eq!(after["runs"], before["runs"]);
+    assert_eq!(after["files"], before["files"]);
+    let shown = s.show(1);
+    assert!(
+        shown.contains("also seen as renamed-copy.parquet"),
+        "{shown}"
+    );
+    assert!(shown.contains("promoted: yes"), "{shown}");
+}
+
+#[test]
+fn killed_after_each_stage_and_restarted_ends_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dataset(dir.path());
+    // Run 1 (uninterrupted) gives a promoted model, so the interrupted run
+    // 2 continues pretraining from it and replays run 1's rows.
+    let work = dir.path().join("work");
+    let s = Setup::new(&work);
+    s.drop_file(&files[0], "a.parquet");
+    s.tick_ok(&[]);
+    let snapshot = dir.path().join("snapshot");
+    copy_dir(&work, &snapshot);
+
+    s.drop_file(&files[1], "b.parquet");
+    s.tick_ok(&[]);
+    let reference = state(&s.list());
+    assert_eq!(reference["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(reference["runs"][1]["base_model"], 1);
+    assert!(reference["runs"][1]["replay_rows"].as_i64().unwrap() > 0);
+    let decided = reference["runs"][1]["status"].as_str().unwrap().to_owned();
+    assert!(decided == "promoted" || decided == "rejected");
+
+    for stage in [
+        "registered",
+        "produced",
+        "pretrained",
+        "fine-tuned",
+        "evaluated",
+    ] {
+        // The same absolute paths as the reference run: restore the
+        // snapshot in place.
+        std::fs::remove_dir_all(&work).unwrap();
+        copy_dir(&snapshot, &work);
+        s.drop_file(&files[1], "b.parquet");
+        let out = s.tick(&[], Some(stage));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{stage}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let l = s.list();
+        assert_eq!(l["runs"][1]["status"], stage, "stopped right after {stage}");
+        // Restart: the dead process's lease does not block it, and the run
+        // continues from the stage after `stage`.
+        let out = s.tick_ok(&[]);
+        assert!(out.contains(&format!("run 2: {decided}")), "{stage}: {out}");
+        assert_eq!(state(&s.list()), reference, "after a stop at {stage}");
+        // And nothing is left to do.
+        assert!(s.tick_ok(&[]).contains("nothing new"));
+    }
+}
+
+#[test]
+fn a_retrain_that_makes_the_model_worse_is_recorded_and_not_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dataset(dir.path());
+    let s = Setup::new(&dir.path().join("sched"));
+    s.drop_file(&files[0], "a.parquet");
+    s.tick_ok(&[]);
+    let first = s.list()["promoted"].clone();
+    assert_eq!(first["run_id"], 1);
+
+    // The second retrain's fine-tuning gets one step: its classifier head
+    // is barely trained, so it scores worse than model 1 on the same rows.
+    s.drop_file(&files[1], "b.parquet");
+    let out = s.tick_ok(&["--finetune-epochs", "0", "--finetune-min-steps", "1"]);
+    assert!(out.contains("run 2: rejected"), "{out}");
+    let l = s.list();
+    let m2 = &l["models"][1];
+    assert_eq!(m2["run_id"], 2);
+    assert_eq!(m2["promoted"], false);
+    assert_eq!(m2["baseline_model"], first["id"]);
+    let (cand, base) = (
+        m2["test_accuracy"].as_f64().unwrap(),
+        m2["baseline_accuracy"].as_f64().unwrap(),
+    );
+    assert!(cand < base, "candidate {cand} vs promoted {base}");
+    assert_eq!(l["runs"][1]["status"], "rejected");
+    assert!(l["runs"][1]["decided_at"].is_string());
+    // The promoted model is still model 1, and its files are used.
+    assert_eq!(l["promoted"]["id"], first["id"]);
+    assert!(
+        l["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| !f["run_id"].is_null())
+    );
+    let shown = s.show(2);
+    assert!(shown.contains("run 2: rejected"), "{shown}");
+    assert!(shown.contains("promoted: no"), "{shown}");
+}
