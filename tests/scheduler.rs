@@ -146,12 +146,21 @@ fn state(list: &Value) -> Value {
         .unwrap()
         .iter()
         .map(|r| {
+            let stages_timed: Vec<bool> = [
+                "produced_at",
+                "pretrained_at",
+                "finetuned_at",
+                "evaluated_at",
+                "decided_at",
+            ]
+            .iter()
+            .map(|k| !r[*k].is_null())
+            .collect();
             json!({
                 "id": r["id"], "status": r["status"], "error": r["error"],
                 "base_model": r["base_model"], "new_rows": r["new_rows"],
                 "replay_rows": r["replay_rows"], "pretrain_steps": r["pretrain_steps"],
-                "stages_timed": ["produced_at", "pretrained_at", "finetuned_at", "evaluated_at", "decided_at"]
-                    .iter().map(|k| !r[*k].is_null()).collect::<Vec<_>>(),
+                "stages_timed": stages_timed,
             })
         })
         .collect();

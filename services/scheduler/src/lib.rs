@@ -24,7 +24,7 @@
 //! - [`inbox`]: listing and fetching inbox files (local or `object_store`).
 //! - [`retrain`]: the stages of a retrain and the promotion rule.
 //! - [`schedule`]: [`run_once`] (one tick) and [`run`] (the cron loop).
-//! - [`error`]: [`SchedulerError`].
+//! - [`error`]: the error type, [`SchedulerError`].
 //!
 //! # Crash safety
 //! A run's status is the last stage committed; each stage ends in one
