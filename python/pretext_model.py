@@ -163,6 +163,10 @@ class Classifier(nn.Module):
         super().__init__()
         self.encoder = Encoder(cfg)
         self.classifier_head = nn.Linear(cfg["width"], num_classes)
+        # Fixed standardisation of the pooled features (identity unless the
+        # fine-tune calibrated it: the linear probe).
+        self.classifier_head.register_buffer("feature_shift", torch.zeros(cfg["width"]))
+        self.classifier_head.register_buffer("feature_scale", torch.ones(cfg["width"]))
         self.dropout = cfg.get("dropout", 0.0)
 
     def pooled(self, tokens, lengths):  # -> [N, C]
@@ -171,7 +175,8 @@ class Classifier(nn.Module):
         return F.dropout(pooled, self.dropout, self.training) if self.dropout > 0 else pooled
 
     def forward(self, tokens, lengths):  # -> [N, K]
-        return self.classifier_head(self.pooled(tokens, lengths))
+        h = self.classifier_head
+        return h((self.pooled(tokens, lengths) - h.feature_shift) / h.feature_scale)
 
 
 def load(path, config=None):
