@@ -628,7 +628,7 @@ fn classifier_takes_the_pretrained_encoder() {
         .filter(|(n, _)| n.starts_with("classifier_head."))
         .map(|(n, t)| (n, t.copy()))
         .collect();
-    assert_eq!(fresh_head.len(), 2);
+    assert_eq!(fresh_head.len(), 4); // weight, bias, feature_shift, feature_scale
     let (tokens, lengths) = pad_rows(&[random_ids(42, &[16]), random_ids(42, &[11])], 16);
     let expected = pretrained.features(&tokens, &lengths, false).unwrap();
     let before = classifier
