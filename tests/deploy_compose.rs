@@ -532,6 +532,27 @@ fn each_role_may_touch_only_its_own_queues() {
             assert!(!read.is_match(other), "{user} may read {other}");
         }
     }
+    // The scheduler's retrain N runs in namespace `pretext-runN`.
+    let (configure, read) = (perm("scheduler", "configure"), perm("scheduler", "read"));
+    assert!(
+        configure.is_match("pretext-run12.pretrain") && read.is_match("pretext-run12.pretrain")
+    );
+    assert!(perm("scheduler", "write").is_match("pretext-run12.dead"));
+    for other in [
+        "pretext-runx.pretrain",
+        "pretext-run1.sneaky",
+        "pretext-run1-copy.files",
+    ] {
+        assert!(
+            !configure.is_match(other),
+            "the scheduler may configure {other}"
+        );
+    }
+    let trainer = perm("trainer", "configure");
+    assert!(
+        !trainer.is_match("pretext-run1.pretrain"),
+        "only the scheduler has run namespaces"
+    );
 }
 
 /// `KEY=value` lines of an env file (comments and blanks skipped).

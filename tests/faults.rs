@@ -1,7 +1,7 @@
 //! Fault suite on the real RabbitMQ (AMQP_URL, default the local guest
 //! broker): producers and trainers killed with SIGKILL, the broker restarted
 //! or stopped long enough for clients to back off, a poison message, a memory
-//! alarm, a half-written checkpoint. Every test ends with `pretext audit`:
+//! alarm and a disk alarm, a half-written checkpoint. Every test ends with `pretext audit`:
 //! every published batch applied exactly once. The tests stop the broker and
 //! raise alarms, so they run one at a time and restore the broker even when
 //! they fail; run by hand under `flock -x /tmp/pretext-broker.lock`.
@@ -367,13 +367,27 @@ async fn a_poison_message_is_dead_lettered_at_the_delivery_limit_and_training_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_alarm_blocks_the_producer_with_flat_memory_and_loses_nothing() {
+    an_alarm_blocks_the_producer_with_flat_memory_and_loses_nothing(AlarmKind::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_alarm_blocks_the_producer_with_flat_memory_and_loses_nothing() {
+    an_alarm_blocks_the_producer_with_flat_memory_and_loses_nothing(AlarmKind::Disk).await;
+}
+
+/// A resource alarm on before the producer starts blocks its publishing
+/// connection at the first message with flat memory; cleared, the producer
+/// finishes and training applies every batch once.
+async fn an_alarm_blocks_the_producer_with_flat_memory_and_loses_nothing(kind: AlarmKind) {
     let _lock = broker_lock().await;
     let url = amqp_url();
     let dir = tempfile::tempdir().unwrap();
     let (data, run_dir) = (dir.path().join("data"), dir.path().join("run"));
     dataset(&data, 400, 6000);
     let want = reference_ids(&data).await;
-    let topology = Topology::new(support::unique_namespace("alarm"));
+    let topology = Topology::new(support::unique_namespace(
+        &format!("alarm-{kind:?}").to_lowercase(),
+    ));
     let mut cleanup = Cleanup::new(&url, &topology);
     let transport = connect(&url).await;
     topology.declare(&*transport).await.expect("declare");
@@ -381,8 +395,8 @@ async fn a_memory_alarm_blocks_the_producer_with_flat_memory_and_loses_nothing()
 
     // The alarm is on before the producer starts: its publishing
     // connection is blocked at its first message.
-    let alarm = MemoryAlarm::raise();
-    wait_until("the memory alarm", MemoryAlarm::active);
+    let alarm = BrokerAlarm::raise(kind);
+    wait_until("the alarm", || BrokerAlarm::active(kind));
     let plog = dir.path().join("produce.log");
     let args = produce_args(&url, topology.namespace(), &data, &run_dir, "p1");
     let p = cleanup.keep(pretext(&args, &plog).spawn().unwrap());
@@ -398,13 +412,13 @@ async fn a_memory_alarm_blocks_the_producer_with_flat_memory_and_loses_nothing()
     assert_eq!(depth(&transport, &pretrain), last, "nothing got in");
     assert_eq!(last, 0);
     assert!(manifest_ids(&run_dir).is_empty(), "nothing was confirmed");
-    eprintln!("blocked at {last} batches, producer RSS {rss0:.1} -> {rss1:.1} MiB");
+    eprintln!("{kind:?} alarm: blocked at {last} batches, producer RSS {rss0:.1} -> {rss1:.1} MiB");
     assert!(
         rss1 - rss0 < 16.0,
         "memory grew while blocked: {rss0:.1} -> {rss1:.1} MiB"
     );
     drop(alarm);
-    wait_until("the alarm to clear", || !MemoryAlarm::active());
+    wait_until("the alarm to clear", || !BrokerAlarm::active(kind));
     wait_success(&mut cleanup.children[p], &plog);
     assert_eq!(manifest_ids(&run_dir), want);
     let tlog = dir.path().join("train.log");

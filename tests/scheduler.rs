@@ -9,11 +9,18 @@
 //!   `PRETEXT_SCHEDULER_EXIT_AFTER`, which also leaves its lease held, as a
 //!   killed process does) and restarted ends in the registry state of an
 //!   uninterrupted run;
-//! - a retrain that makes the model worse is recorded, rejected, and the
-//!   promoted model stays.
+//! - a retrain that makes the model worse (its fine-tuning learns nothing:
+//!   learning rate 0) is recorded, rejected, and the promoted model stays;
+//! - the cron loop serves `/metrics` (ticks, files, decisions) and
+//!   `/healthz`; SIGTERM during a retrain lets the stage in progress commit
+//!   and exits 0, and the next tick finishes the run.
+
+#[path = "http_support/mod.rs"]
+mod http;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use pretext_core::synth::{SynthConfig, generate};
 use serde_json::{Value, json};
@@ -62,11 +69,12 @@ impl Setup {
         std::fs::copy(src, self.inbox().join(name)).unwrap();
     }
 
-    /// `pretext schedule --once` with the tiny budget, plus `extra`, with
-    /// the test hook set to `exit_after` (or unset).
-    fn tick(&self, extra: &[&str], exit_after: Option<&str>) -> Output {
+    /// `pretext schedule` on this inbox and registry with the tiny budget,
+    /// plus `extra` (its `--finetune-epochs`, if any, replaces the default
+    /// budget), without the test hook.
+    fn command(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pretext"));
-        cmd.args(["schedule", "--once", "--inbox"])
+        cmd.args(["schedule", "--inbox"])
             .arg(self.inbox())
             .arg("--registry")
             .arg(self.registry())
@@ -91,7 +99,16 @@ impl Setup {
             })
             .args(extra)
             .env_remove("PRETEXT_SCHEDULER_EXIT_AFTER")
-            .env_remove("PRETEXT_BROKER");
+            .env_remove("PRETEXT_BROKER")
+            .env_remove("PRETEXT_METRICS_ADDR");
+        cmd
+    }
+
+    /// `pretext schedule --once` (see [`Setup::command`]) with the test hook
+    /// set to `exit_after` (or unset).
+    fn tick(&self, extra: &[&str], exit_after: Option<&str>) -> Output {
+        let mut cmd = self.command(extra);
+        cmd.arg("--once");
         if let Some(stage) = exit_after {
             cmd.env("PRETEXT_SCHEDULER_EXIT_AFTER", stage);
         }
@@ -311,4 +328,178 @@ fn killed_after_each_stage_and_restarted_ends_as_an_uninterrupted_run() {
         // And nothing is left to do.
         assert!(s.tick_ok(&[]).contains("nothing new"));
     }
+}
+
+#[test]
+fn a_retrain_that_makes_the_model_worse_is_recorded_and_not_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dataset(dir.path());
+    let s = Setup::new(&dir.path().join("sched"));
+    s.drop_file(&files[0], "a.parquet");
+    let out = s.tick_ok(&["--finetune-epochs", "8", "--finetune-min-steps", "48"]);
+    assert!(out.contains("run 1: promoted"), "{out}");
+    let first = s.list()["promoted"]["test_accuracy"].as_f64().unwrap();
+
+    // Run 2's fine-tuning cannot learn (learning rate 0): its fresh head
+    // guesses, which is worse than the promoted model on the same rows.
+    s.drop_file(&files[1], "b.parquet");
+    let out = s.tick_ok(&["--finetune-lr", "0"]);
+    assert!(out.contains("run 2: rejected"), "{out}");
+    let l = s.list();
+    assert_eq!(l["runs"][1]["status"], "rejected");
+    assert_eq!(l["runs"][1]["error"], Value::Null);
+    assert_eq!(l["promoted"]["run_id"], 1, "the promoted model stays");
+    let models = l["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "the rejected candidate is recorded");
+    let candidate = &models[1];
+    assert_eq!(candidate["run_id"], 2);
+    assert_eq!(candidate["promoted"], false);
+    assert_eq!(candidate["baseline_model"], models[0]["id"]);
+    let (worse, baseline) = (
+        candidate["test_accuracy"].as_f64().unwrap(),
+        candidate["baseline_accuracy"].as_f64().unwrap(),
+    );
+    assert!(
+        worse < baseline,
+        "the candidate ({worse}) is worse than the promoted model ({baseline})"
+    );
+    assert!(
+        (baseline - first).abs() < 1e-9,
+        "the promoted model was re-scored on the same rows: {baseline} vs {first}"
+    );
+    // Both files were used, each once; the next tick has nothing to do.
+    for f in l["files"].as_array().unwrap() {
+        assert!(f["run_id"].is_i64(), "{f}");
+    }
+    assert!(s.tick_ok(&[]).contains("nothing new"));
+    assert!(s.show(2).contains("rejected"), "{}", s.show(2));
+}
+
+/// Polls `done` every 100 ms for up to five minutes.
+fn wait_until(what: &str, child: &mut std::process::Child, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the scheduler exited ({status}) before {what}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the first series of `/metrics` whose text contains every
+/// one of `parts`, 0 when there is none.
+fn sample(series: &std::collections::BTreeMap<String, f64>, parts: &[&str]) -> f64 {
+    series
+        .iter()
+        .find(|(k, _)| parts.iter().all(|p| k.contains(p)))
+        .map_or(0.0, |(_, v)| *v)
+}
+
+#[test]
+fn the_cron_loop_serves_metrics_and_sigterm_stops_it_after_the_stage_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dataset(dir.path());
+    let s = Setup::new(&dir.path().join("sched"));
+    s.drop_file(&files[0], "a.parquet");
+    let port = http::free_port();
+    let stdout = dir.path().join("schedule.out");
+    /// Killed if the test fails before it exits.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut daemon = Daemon(
+        s.command(&[
+            "--cron",
+            "* * * * * *",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let child = &mut daemon.0;
+
+    // Every second a tick: the first retrains on a.parquet and promotes.
+    wait_until("run 1 is promoted", child, || {
+        http::scrape_series(port).is_some_and(|m| {
+            sample(&m, &["pretext_scheduler_runs_decided_total", "promoted"]) >= 1.0
+        })
+    });
+    let m = http::scrape_series(port).unwrap();
+    assert!(sample(&m, &["pretext_scheduler_ticks_total"]) >= 1.0);
+    assert_eq!(
+        sample(&m, &["pretext_scheduler_files_registered_total"]),
+        1.0
+    );
+    assert!(sample(&m, &["pretext_scheduler_last_tick_seconds"]) > 1.7e9);
+    assert_eq!(sample(&m, &["pretext_scheduler_tick_errors_total"]), 0.0);
+    assert_eq!(http::get(port, "/healthz").map(|r| r.0), Some(200));
+    // Idle ticks keep counting and change nothing.
+    let ticks = sample(&m, &["pretext_scheduler_ticks_total"]);
+    wait_until("an idle tick", child, || {
+        http::scrape_series(port)
+            .is_some_and(|m| sample(&m, &["pretext_scheduler_ticks_total"]) > ticks)
+    });
+
+    // A new file starts run 2; SIGTERM as soon as it exists.
+    s.drop_file(&files[1], "b.parquet");
+    wait_until("run 2 starts", child, || {
+        s.list()["runs"].as_array().unwrap().len() == 2
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    let exit = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "SIGTERM ends the scheduler with 0: {exit}");
+    let printed = std::fs::read_to_string(&stdout).unwrap();
+    assert!(printed.contains("schedule: stopped"), "{printed}");
+
+    // The run stopped at a committed stage, without an error: the next
+    // tick continues it to a decision.
+    let l = s.list();
+    let stopped_at = l["runs"][1]["status"].as_str().unwrap().to_owned();
+    assert!(
+        [
+            "registered",
+            "produced",
+            "pretrained",
+            "fine-tuned",
+            "evaluated"
+        ]
+        .contains(&stopped_at.as_str()),
+        "run 2 was mid-way when SIGTERM came, and stops after that stage: {stopped_at}"
+    );
+    assert_eq!(l["runs"][1]["error"], Value::Null);
+    let out = s.tick_ok(&[]);
+    assert!(
+        out.contains("run 2: promoted") || out.contains("run 2: rejected"),
+        "{out}"
+    );
+    let l = s.list();
+    for f in l["files"].as_array().unwrap() {
+        assert!(f["run_id"].is_i64(), "every file used: {f}");
+    }
+    assert!(s.tick_ok(&[]).contains("nothing new"));
 }

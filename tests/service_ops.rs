@@ -6,16 +6,16 @@
 //! the broker password comes from `PRETEXT_AMQP_PASSWORD_FILE` and a wrong one
 //! is never printed. Fails if the broker is unreachable.
 
+#[path = "http_support/mod.rs"]
+mod http;
 #[path = "trainer_support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use http::{free_port, get, scrape};
 use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::task::Task;
 use pretext_mq::{RabbitConfig, SharedTransport, Topology};
@@ -35,52 +35,6 @@ async fn rabbit() -> SharedTransport {
                 pretext_mq::redact_url(&url)
             )
         })
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on 127.0.0.1:port: status and body; `None` while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(STEP)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-/// Parses the Prometheus text format: every sample by name (labels dropped;
-/// each of our metrics has one series per process). Panics on a line that
-/// is not a comment or a `name{labels} value` sample.
-fn scrape(port: u16) -> Option<BTreeMap<String, f64>> {
-    let (status, body) = get(port, "/metrics")?;
-    assert_eq!(status, 200, "/metrics answered {status}");
-    let mut out = BTreeMap::new();
-    for line in body
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let (series, value) = line.rsplit_once(' ').expect("`series value`");
-        let name = series.split('{').next().unwrap();
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad sample value in `{line}`"));
-        out.insert(name.to_owned(), value);
-    }
-    Some(out)
 }
 
 /// A running `pretext` process, killed if the test fails.

@@ -78,44 +78,76 @@ impl Drop for StoppedBroker {
     }
 }
 
-/// A memory alarm raised by a tiny watermark; the previous watermark is
-/// restored when dropped, also when the test panics.
-pub struct MemoryAlarm {
+/// Which RabbitMQ resource alarm a test raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmKind {
+    /// The memory high watermark (set to 1 MB).
+    Memory,
+    /// The free disk limit (set to 1 PB).
+    Disk,
+}
+
+/// A resource alarm raised on the local broker by lowering its memory
+/// watermark or raising its free-disk limit; the previous setting is put
+/// back on drop.
+pub struct BrokerAlarm {
+    kind: AlarmKind,
     previous: String,
 }
 
-impl MemoryAlarm {
-    /// Sets the watermark to 1 MB: the broker's memory is above it at once.
-    pub fn raise() -> Self {
-        let previous = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."])
-            .trim()
-            .to_owned();
-        rabbitmqctl(&["set_vm_memory_high_watermark", "absolute", "1MB"]);
-        Self { previous }
+impl BrokerAlarm {
+    /// Sets the threshold so that the broker is past it at once.
+    pub fn raise(kind: AlarmKind) -> Self {
+        let query = match kind {
+            AlarmKind::Memory => "vm_memory_monitor:get_vm_memory_high_watermark().",
+            AlarmKind::Disk => "rabbit_disk_monitor:get_disk_free_limit().",
+        };
+        let previous = rabbitmqctl(&["eval", query]).trim().to_owned();
+        match kind {
+            AlarmKind::Memory => rabbitmqctl(&["set_vm_memory_high_watermark", "absolute", "1MB"]),
+            AlarmKind::Disk => rabbitmqctl(&["set_disk_free_limit", "1000000000000000"]),
+        };
+        Self { kind, previous }
     }
 
-    /// Whether the broker reports a memory alarm.
-    pub fn active() -> bool {
-        rabbitmqctl(&["eval", "rabbit_alarm:get_alarms()."]).contains("memory")
+    /// Whether the broker reports an alarm of `kind`.
+    pub fn active(kind: AlarmKind) -> bool {
+        let alarms = rabbitmqctl(&["eval", "rabbit_alarm:get_alarms()."]);
+        alarms.contains(match kind {
+            AlarmKind::Memory => "memory",
+            AlarmKind::Disk => "disk",
+        })
     }
 }
 
-impl Drop for MemoryAlarm {
+impl Drop for BrokerAlarm {
     fn drop(&mut self) {
-        // `0.4` or `{absolute,1000000}` as printed by the eval.
-        let prev = self.previous.trim_matches(|c| c == '{' || c == '}');
-        let args: Vec<&str> = match prev.strip_prefix("absolute,") {
-            Some(bytes) => vec!["set_vm_memory_high_watermark", "absolute", bytes],
-            None => vec!["set_vm_memory_high_watermark", prev],
+        let run = |args: &[&str]| {
+            Command::new("rabbitmqctl")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
         };
-        let ok = Command::new("rabbitmqctl")
-            .args(&args)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("rabbitmqctl")
-                .args(["set_vm_memory_high_watermark", "0.4"])
-                .status();
+        match self.kind {
+            AlarmKind::Memory => {
+                // `0.4` or `{absolute,1000000}` as printed by the eval.
+                let prev = self.previous.trim_matches(|c| c == '{' || c == '}');
+                let ok = match prev.strip_prefix("absolute,") {
+                    Some(bytes) => run(&["set_vm_memory_high_watermark", "absolute", bytes]),
+                    None => run(&["set_vm_memory_high_watermark", prev]),
+                };
+                if !ok {
+                    run(&["set_vm_memory_high_watermark", "0.4"]);
+                }
+            }
+            AlarmKind::Disk => {
+                // Bytes, as printed by the eval.
+                if self.previous.parse::<u64>().is_err()
+                    || !run(&["set_disk_free_limit", &self.previous])
+                {
+                    run(&["set_disk_free_limit", "50000000"]);
+                }
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Heads and whole models: `PretrainModel` (encoder + 41-way token head)
-//! and `Classifier` (encoder + masked-mean-pooled linear head).
+//! and `Classifier` (encoder + mean- and max-pooled linear head).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +11,9 @@ use crate::encoder::{Encoder, EncoderInput};
 use crate::error::ModelError;
 use crate::layers::{bool_mask, default_init, integer_input, linear};
 use crate::loss::{LossStats, cross_entropy_stats, selected_positions};
+
+/// Pooled features per encoder channel: the mean and the maximum.
+pub const POOLS: i64 = 2;
 
 /// Prefix of every encoder variable in a model's `VarStore` (tch joins path
 /// components with `.`, as PyTorch's `state_dict` does).
@@ -156,12 +159,19 @@ impl PretrainModel {
     }
 }
 
-/// Encoder plus a classifier: mean of the features over each row's real
-/// positions, standardised by fixed per-channel statistics
-/// (`classifier_head.feature_shift`, `classifier_head.feature_scale`, [C],
-/// not trained; identity until [`Classifier::calibrate`]), then
-/// `classifier_head.{weight [K, C], bias [K]}`. Owns its `VarStore`:
-/// `encoder.*`, `classifier_head.*`.
+/// Encoder plus a classifier: the mean and the maximum of the features over
+/// each row's real positions, concatenated ([2C]), standardised by fixed
+/// per-feature statistics (`classifier_head.feature_shift`,
+/// `classifier_head.feature_scale`, [2C], not trained; identity until
+/// [`Classifier::calibrate`]), then `classifier_head.{weight [K, 2C], bias
+/// [K]}`. Owns its `VarStore`: `encoder.*`, `classifier_head.*`.
+///
+/// Why the maximum: what marks a class is often local (a pattern present
+/// somewhere in a long row). The mean dilutes it by the row's length; the
+/// maximum keeps it. Measured on the synthetic data (classes differ only in
+/// the order of values inside short motifs), a linear probe on a masked-
+/// pretrained encoder with 3 labels per class: 29% from the mean, 52% from
+/// mean and max (chance 25%).
 ///
 /// Why standardise: the encoder's features are layer-normalised at every
 /// position, so their mean over hundreds of positions is nearly the same
@@ -189,10 +199,11 @@ impl Classifier {
         }
         let vs = nn::VarStore::new(device);
         let encoder = Encoder::new(vs.root() / "encoder", config)?;
-        let head = ChannelLinear::new(vs.root() / "classifier_head", config.width, num_classes);
+        let pooled = POOLS * config.width;
+        let head = ChannelLinear::new(vs.root() / "classifier_head", pooled, num_classes);
         let head_path = vs.root() / "classifier_head";
-        let feature_shift = head_path.zeros_no_train("feature_shift", &[config.width]);
-        let feature_scale = head_path.ones_no_train("feature_scale", &[config.width]);
+        let feature_shift = head_path.zeros_no_train("feature_shift", &[pooled]);
+        let feature_scale = head_path.ones_no_train("feature_scale", &[pooled]);
         Ok(Self {
             vs,
             encoder,
@@ -204,10 +215,10 @@ impl Classifier {
     }
 
     /// Sets the standardisation of pooled features to the per-channel mean
-    /// and standard deviation of `pooled` ([M, C], e.g. [`Self::pooled`] over
+    /// and standard deviation of `pooled` ([M, 2C], e.g. [`Self::pooled`] over
     /// unlabeled train rows in eval mode). Needs at least 2 rows.
     pub fn calibrate(&mut self, pooled: &Tensor) -> Result<(), ModelError> {
-        let c = self.config().width;
+        let c = POOLS * self.config().width;
         let (m, width) = pooled.size2().map_err(|_| ModelError::Shape {
             what: "pooled features",
             expected: format!("[M, {c}]"),
@@ -232,7 +243,7 @@ impl Classifier {
         })
     }
 
-    /// The current standardisation: (shift, scale), each [C].
+    /// The current standardisation: (shift, scale), each [2C].
     pub fn standardisation(&self) -> (Tensor, Tensor) {
         (self.feature_shift.copy(), self.feature_scale.copy())
     }
@@ -302,11 +313,12 @@ impl Classifier {
         }
     }
 
-    /// Masked mean of the encoder features over each row's real positions
-    /// (then dropout at the config's rate in training mode).
+    /// The mean and the maximum of the encoder features over each row's real
+    /// positions, concatenated (then dropout at the config's rate in
+    /// training mode).
     ///
     /// # Shapes
-    /// `tokens`: [N, L], `lengths`: `[N]` → [N, C].
+    /// `tokens`: [N, L], `lengths`: `[N]` → [N, 2C].
     pub fn pooled(
         &self,
         tokens: &Tensor,
@@ -320,13 +332,28 @@ impl Classifier {
     fn pool(&self, input: &EncoderInput, train: bool) -> Tensor {
         let features = self.encoder.forward_input(input, train); // [N, C, L], zero at padding
         let lengths = input.lengths.to_kind(features.kind()).unsqueeze(1); // [N, 1]
-        let pooled = features.sum_dim_intlist(2, false, None) / lengths; // [N, C]
+        let mean = features.sum_dim_intlist(2, false, None) / lengths; // [N, C]
+        let padding = input.mask.logical_not().unsqueeze(1); // [N, 1, L]
+        let max = features
+            .masked_fill(&padding, f64::NEG_INFINITY)
+            .amax(&[2][..], false); // [N, C]
+        let pooled = Tensor::cat(&[mean, max], 1); // [N, 2C]
         let dropout = self.encoder.config().dropout;
         if dropout > 0.0 {
             pooled.dropout(dropout, train)
         } else {
             pooled
         }
+    }
+
+    /// Class logits of pooled features ([`Self::pooled`]): standardised,
+    /// then the linear head. What a linear probe trains on cached features.
+    ///
+    /// # Shapes
+    /// `pooled`: [N, 2C] → [N, K].
+    pub fn logits_from_pooled(&self, pooled: &Tensor) -> Tensor {
+        let z = (pooled - &self.feature_shift) / &self.feature_scale;
+        self.head.forward(&z, self.encoder.precision())
     }
 
     /// Class logits.
@@ -340,8 +367,7 @@ impl Classifier {
         train: bool,
     ) -> Result<Tensor, ModelError> {
         let input = EncoderInput::new(tokens, lengths, self.encoder.device())?;
-        let pooled = (self.pool(&input, train) - &self.feature_shift) / &self.feature_scale;
-        Ok(self.head.forward(&pooled, self.encoder.precision()))
+        Ok(self.logits_from_pooled(&self.pool(&input, train)))
     }
 
     /// Summed cross-entropy over the rows, with their count and accuracy.

@@ -82,7 +82,7 @@ fn padding_invariance() {
             .collect();
         let (tokens, lengths) = pad_rows(&rows, 40);
         let batched = model.features(&tokens, &lengths, false).unwrap(); // [3, C, 40]
-        let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [3, C]
+        let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [3, 2C]
         for (i, row) in rows.iter().enumerate() {
             let l = row.size()[0];
             let alone = model
@@ -163,7 +163,8 @@ fn forward_shapes_and_input_errors() {
     );
     assert_eq!(
         classifier.pooled(&tokens, &lengths, true).unwrap().size(),
-        [2, 8]
+        [2, 16],
+        "mean and max of 8 channels"
     );
     assert_eq!(
         classifier
@@ -794,7 +795,7 @@ fn calibration_standardises_pooled_features_and_is_saved() {
     let mut classifier = Classifier::new(&config, 3, CPU).unwrap();
     let rows: Vec<Tensor> = (0..6).map(|i| random_ids(41, &[20 + i])).collect();
     let (tokens, lengths) = pad_rows(&rows, 25);
-    let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [6, 8]
+    let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [6, 16]
     let before = classifier.forward_t(&tokens, &lengths, false).unwrap();
     // Identity until calibrated: logits are the head applied to raw pooled features.
     let (shift, scale) = classifier.standardisation();

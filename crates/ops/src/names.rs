@@ -42,6 +42,17 @@ pub const PRODUCER_BYTES: &str = "pretext_producer_bytes_total";
 /// after a backoff (counter).
 pub const PUBLISH_NACKS: &str = "pretext_publish_nacks_total";
 
+/// Scheduler ticks completed (counter).
+pub const SCHEDULER_TICKS: &str = "pretext_scheduler_ticks_total";
+/// Inbox files registered as new content (counter).
+pub const SCHEDULER_FILES_REGISTERED: &str = "pretext_scheduler_files_registered_total";
+/// Retrains decided, by `decision` label: `promoted` or `rejected` (counter).
+pub const SCHEDULER_RUNS_DECIDED: &str = "pretext_scheduler_runs_decided_total";
+/// Ticks that failed (the next tick tries again) (counter).
+pub const SCHEDULER_TICK_ERRORS: &str = "pretext_scheduler_tick_errors_total";
+/// Unix time of the last completed tick (gauge).
+pub const SCHEDULER_LAST_TICK: &str = "pretext_scheduler_last_tick_seconds";
+
 /// 1 while the service runs, 0 once it is shutting down (gauge).
 pub const UP: &str = "pretext_up";
 
@@ -118,6 +129,27 @@ pub fn describe() {
         PUBLISH_NACKS,
         Unit::Count,
         "publishes the broker refused (queue full), retried after a backoff"
+    );
+    describe_counter!(SCHEDULER_TICKS, Unit::Count, "scheduler ticks completed");
+    describe_counter!(
+        SCHEDULER_FILES_REGISTERED,
+        Unit::Count,
+        "inbox files registered as new content"
+    );
+    describe_counter!(
+        SCHEDULER_RUNS_DECIDED,
+        Unit::Count,
+        "retrains decided, by decision (promoted or rejected)"
+    );
+    describe_counter!(
+        SCHEDULER_TICK_ERRORS,
+        Unit::Count,
+        "scheduler ticks that failed"
+    );
+    describe_gauge!(
+        SCHEDULER_LAST_TICK,
+        Unit::Seconds,
+        "unix time of the last completed scheduler tick"
     );
     describe_gauge!(UP, "1 while the service runs, 0 once it is shutting down");
 }

@@ -198,6 +198,12 @@ pub fn predict(
     Ok((out, mean))
 }
 
+/// Least full-batch steps of the linear probe's head.
+pub const PROBE_MIN_STEPS: u64 = 300;
+
+/// Least evaluations on `valid` of a linear probe.
+pub const PROBE_MIN_EVALS: u64 = 15;
+
 /// Train rows (labels unused) whose pooled features set the classifier's
 /// standardisation: the same for every method and label fraction.
 pub const CALIBRATION_ROWS: usize = 256;
@@ -248,6 +254,166 @@ fn restore(model: &Classifier, saved: &HashMap<String, Tensor>) -> Result<(), Fi
         }
         Ok(())
     })
+}
+
+/// The evaluations on `valid` and the best weights so far (by accuracy,
+/// then loss).
+#[derive(Default)]
+struct Selection {
+    history: Vec<ValidPoint>,
+    best: Option<(f64, f64, u64, HashMap<String, Tensor>)>,
+}
+
+impl Selection {
+    fn record(&mut self, model: &Classifier, point: ValidPoint) {
+        tracing::info!(
+            step = point.step,
+            train_loss = point.train_loss,
+            valid_loss = point.valid_loss,
+            valid_accuracy = point.valid_accuracy,
+            "eval"
+        );
+        let (acc, loss, step) = (point.valid_accuracy, point.valid_loss, point.step);
+        self.history.push(point);
+        let better = self
+            .best
+            .as_ref()
+            .is_none_or(|(a, l, _, _)| acc > *a || (acc == *a && loss < *l));
+        if better {
+            self.best = Some((acc, loss, step, snapshot(model)));
+        }
+    }
+}
+
+/// Fine-tuning with every weight training: `total` steps over batches of the
+/// subset (crops if configured). Returns (steps, real tokens trained on).
+#[allow(clippy::too_many_arguments)]
+fn train_all(
+    model: &Classifier,
+    opt: &mut AdamW,
+    subset: &[&Example],
+    data: &LabeledData,
+    config: &FinetuneConfig,
+    total: u64,
+    eval_at: &[u64],
+    sel: &mut Selection,
+) -> Result<(u64, u64), FinetuneError> {
+    let (mut step, mut epoch, mut tokens) = (0u64, 0u32, 0u64);
+    let (mut loss_acc, mut loss_n) = (0.0, 0u64);
+    loop {
+        for b in batches(
+            subset,
+            &config.buckets,
+            epoch,
+            config.seed,
+            config.train_crop,
+            true,
+        ) {
+            let (tok, len, lab) = tensors(&b);
+            let stats = model.loss(&tok, &len, &lab, true)?;
+            opt.zero_grad();
+            let loss = &stats.sum / stats.count.max(1) as f64;
+            loss.backward();
+            opt.step()?;
+            step += 1;
+            tokens += b.stats().real_tokens;
+            loss_acc += loss.double_value(&[]);
+            loss_n += 1;
+            if eval_at.contains(&step) {
+                let (pred, valid_loss) = predict(model, &data.valid, &config.buckets)?;
+                sel.record(
+                    model,
+                    ValidPoint {
+                        step,
+                        train_loss: loss_acc / loss_n.max(1) as f64,
+                        valid_loss,
+                        valid_accuracy: accuracy(&pred),
+                    },
+                );
+                (loss_acc, loss_n) = (0.0, 0);
+            }
+            if step >= total {
+                return Ok((step, tokens));
+            }
+        }
+        epoch += 1;
+    }
+}
+
+/// The linear probe: the frozen encoder's pooled features of the subset and
+/// of `valid` are computed once (whole sequences), and the head trains on
+/// them full-batch for `total` steps. Returns (steps, real tokens encoded).
+#[allow(clippy::too_many_arguments)]
+fn train_probe(
+    model: &Classifier,
+    opt: &mut AdamW,
+    subset: &[&Example],
+    data: &LabeledData,
+    config: &FinetuneConfig,
+    total: u64,
+    eval_at: &[u64],
+    sel: &mut Selection,
+) -> Result<(u64, u64), FinetuneError> {
+    let (x, y) = pooled_features(model, subset, &config.buckets)?;
+    let valid: Vec<&Example> = data.valid.iter().collect();
+    let (xv, yv) = pooled_features(model, &valid, &config.buckets)?;
+    let tokens: u64 = subset.iter().map(|e| e.values.len() as u64).sum();
+    let (mut loss_acc, mut loss_n) = (0.0, 0u64);
+    for step in 1..=total {
+        let stats = pretext_model::classification_loss(&model.logits_from_pooled(&x), &y)?;
+        opt.zero_grad();
+        let loss = &stats.sum / stats.count.max(1) as f64;
+        loss.backward();
+        opt.step()?;
+        loss_acc += loss.double_value(&[]);
+        loss_n += 1;
+        if eval_at.contains(&step) {
+            let (valid_loss, valid_accuracy) = tch::no_grad(|| -> Result<_, FinetuneError> {
+                let logits = model.logits_from_pooled(&xv);
+                let stats = pretext_model::classification_loss(&logits, &yv)?;
+                let right = logits.f_argmax(-1, false)?.f_eq_tensor(&yv)?;
+                let right = right.f_sum(tch::Kind::Int64)?.int64_value(&[]);
+                Ok((
+                    stats.sum.double_value(&[]) / stats.count.max(1) as f64,
+                    right as f64 / stats.count.max(1) as f64,
+                ))
+            })?;
+            sel.record(
+                model,
+                ValidPoint {
+                    step,
+                    train_loss: loss_acc / loss_n.max(1) as f64,
+                    valid_loss,
+                    valid_accuracy,
+                },
+            );
+            (loss_acc, loss_n) = (0.0, 0);
+        }
+    }
+    Ok((total, tokens))
+}
+
+/// Pooled features [N, C] (eval mode, whole sequences, no gradient) and
+/// labels `[N]` of `examples`.
+fn pooled_features(
+    model: &Classifier,
+    examples: &[&Example],
+    buckets: &BucketConfig,
+) -> Result<(Tensor, Tensor), FinetuneError> {
+    tch::no_grad(|| -> Result<(Tensor, Tensor), FinetuneError> {
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for b in batches(examples, buckets, 0, 0, None, false) {
+            let (tokens, lengths, labels) = tensors(&b);
+            xs.push(model.pooled(&tokens, &lengths, false)?);
+            ys.push(labels);
+        }
+        Ok((Tensor::f_cat(&xs, 0)?, Tensor::f_cat(&ys, 0)?))
+    })
+}
+
+/// Fraction of predictions that are right.
+fn accuracy(pred: &[Prediction]) -> f64 {
+    pred.iter().filter(|(t, p, _)| t == p).count() as f64 / pred.len().max(1) as f64
 }
 
 /// Runs one fine-tuning job and writes `RUN_DIR/metrics.json` (and the
@@ -311,14 +477,21 @@ pub fn run_on(
         true,
     )
     .len();
-    let total = (u64::from(config.epochs) * per_epoch as u64)
+    let mut total = (u64::from(config.epochs) * per_epoch as u64)
         .max(config.min_steps)
         .max(1);
+    let mut evals = u64::from(config.evals);
+    if config.freeze_encoder {
+        // Full-batch steps on cached features cost next to nothing: give
+        // the head enough of them to converge, and select finely.
+        total = total.max(PROBE_MIN_STEPS);
+        evals = evals.max(PROBE_MIN_EVALS);
+    }
     let mut opt_cfg = config.optimizer;
     opt_cfg.total_steps = total;
     opt_cfg.warmup_steps = opt_cfg.warmup_steps.min(total / 5);
     let mut opt = AdamW::new(model.var_store(), opt_cfg);
-    let evals = u64::from(config.evals).min(total);
+    let evals = evals.min(total);
     let eval_at: Vec<u64> = (1..=evals).map(|i| (total * i).div_ceil(evals)).collect();
     tracing::info!(
         classes = k,
@@ -330,61 +503,17 @@ pub fn run_on(
         "fine-tuning"
     );
 
-    let (mut step, mut epoch, mut tokens) = (0u64, 0u32, 0u64);
-    let (mut loss_acc, mut loss_n) = (0.0, 0u64);
-    let mut history = Vec::new();
-    let mut best: Option<(f64, f64, u64, HashMap<String, Tensor>)> = None;
-    'outer: loop {
-        for b in batches(
-            &subset,
-            &config.buckets,
-            epoch,
-            config.seed,
-            config.train_crop,
-            true,
-        ) {
-            let (tok, len, lab) = tensors(&b);
-            let stats = model.loss(&tok, &len, &lab, true)?;
-            opt.zero_grad();
-            let loss = &stats.sum / stats.count.max(1) as f64;
-            loss.backward();
-            opt.step()?;
-            step += 1;
-            tokens += b.stats().real_tokens;
-            loss_acc += loss.double_value(&[]);
-            loss_n += 1;
-            if eval_at.contains(&step) {
-                let (pred, valid_loss) = predict(&model, &data.valid, &config.buckets)?;
-                let acc = pred.iter().filter(|(t, p, _)| t == p).count() as f64
-                    / pred.len().max(1) as f64;
-                let point = ValidPoint {
-                    step,
-                    train_loss: loss_acc / loss_n.max(1) as f64,
-                    valid_loss,
-                    valid_accuracy: acc,
-                };
-                tracing::info!(
-                    step,
-                    train_loss = point.train_loss,
-                    valid_loss,
-                    valid_accuracy = acc,
-                    "eval"
-                );
-                history.push(point);
-                (loss_acc, loss_n) = (0.0, 0);
-                let better = best
-                    .as_ref()
-                    .is_none_or(|(a, l, _, _)| acc > *a || (acc == *a && valid_loss < *l));
-                if better {
-                    best = Some((acc, valid_loss, step, snapshot(&model)));
-                }
-            }
-            if step >= total {
-                break 'outer;
-            }
-        }
-        epoch += 1;
-    }
+    let mut sel = Selection::default();
+    let (step, tokens) = if config.freeze_encoder {
+        train_probe(
+            &model, &mut opt, &subset, data, config, total, &eval_at, &mut sel,
+        )?
+    } else {
+        train_all(
+            &model, &mut opt, &subset, data, config, total, &eval_at, &mut sel,
+        )?
+    };
+    let Selection { history, best } = sel;
     let (best_acc, _, best_step, weights) = best.expect("at least one evaluation");
     restore(&model, &weights)?;
     let (pred, _) = predict(&model, &data.test, &config.buckets)?;

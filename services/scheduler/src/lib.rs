@@ -54,5 +54,5 @@ pub mod status;
 pub use config::SchedulerConfig;
 pub use error::SchedulerError;
 pub use registry::{FileRecord, ModelRecord, Registry, RunDetail, RunRecord};
-pub use schedule::{TickReport, parse_cron, run, run_once};
+pub use schedule::{TickReport, parse_cron, run, run_once, run_once_until};
 pub use status::RunStatus;

@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use croner::Cron;
 use pretext_core::report::validate_paths;
@@ -32,6 +34,10 @@ pub struct TickReport {
     pub run: Option<RunRecord>,
     /// Set when the tick stopped early after this status (the test hook).
     pub stopped_after: Option<RunStatus>,
+    /// Set when a shutdown request ended the tick after this status: the
+    /// run is left at a committed stage, the lease released, and the next
+    /// tick continues it.
+    pub interrupted_after: Option<RunStatus>,
 }
 
 /// Parses a cron expression (5 fields, or 6 with seconds; `@hourly` …).
@@ -45,8 +51,44 @@ pub fn run_dir(cfg: &SchedulerConfig, id: i64) -> PathBuf {
 }
 
 /// One tick: lease, register, retrain if there is work, release.
-#[tracing::instrument(skip_all, fields(inbox = %cfg.inbox))]
 pub async fn run_once(cfg: &SchedulerConfig) -> Result<TickReport, SchedulerError> {
+    run_once_until(cfg, &AtomicBool::new(false)).await
+}
+
+/// [`run_once`] that also ends early, after the stage in progress is
+/// committed, once `stop` is set (graceful shutdown). Records the tick in
+/// the scheduler's metrics.
+#[tracing::instrument(skip_all, fields(inbox = %cfg.inbox))]
+pub async fn run_once_until(
+    cfg: &SchedulerConfig,
+    stop: &AtomicBool,
+) -> Result<TickReport, SchedulerError> {
+    let result = lease_and_tick(cfg, stop).await;
+    record_metrics(&result);
+    result
+}
+
+fn record_metrics(result: &Result<TickReport, SchedulerError>) {
+    use pretext_ops::names;
+    let Ok(r) = result else {
+        metrics::counter!(names::SCHEDULER_TICK_ERRORS).increment(1);
+        return;
+    };
+    metrics::counter!(names::SCHEDULER_TICKS).increment(1);
+    metrics::counter!(names::SCHEDULER_FILES_REGISTERED).increment(r.new_files.len() as u64);
+    if let Some(run) = &r.run
+        && run.status.is_terminal()
+    {
+        metrics::counter!(names::SCHEDULER_RUNS_DECIDED, "decision" => run.status.to_string())
+            .increment(1);
+    }
+    metrics::gauge!(names::SCHEDULER_LAST_TICK).set(unix_now() as f64);
+}
+
+async fn lease_and_tick(
+    cfg: &SchedulerConfig,
+    stop: &AtomicBool,
+) -> Result<TickReport, SchedulerError> {
     cfg.validate()?;
     let mut reg = Registry::open(&cfg.registry)?;
     let holder = new_holder();
@@ -58,7 +100,7 @@ pub async fn run_once(cfg: &SchedulerConfig) -> Result<TickReport, SchedulerErro
         unix_now(),
     )?;
     let keeper = LeaseKeeper::start(reg.path().to_path_buf(), holder.clone(), cfg.lease_secs);
-    let result = tick(cfg, &mut reg, &holder).await;
+    let result = tick(cfg, &mut reg, &holder, stop).await;
     drop(keeper);
     let stopped = matches!(&result, Ok(r) if r.stopped_after.is_some());
     // Stopped by the test hook: keep the lease, as a killed process would.
@@ -72,6 +114,7 @@ async fn tick(
     cfg: &SchedulerConfig,
     reg: &mut Registry,
     holder: &str,
+    stop: &AtomicBool,
 ) -> Result<TickReport, SchedulerError> {
     let mut report = register(cfg, reg).await?;
     let mut run = match reg.open_run()? {
@@ -113,6 +156,11 @@ async fn tick(
             .ok_or_else(|| SchedulerError::Corrupt(format!("run {} vanished", run.id)))?;
         if cfg.stop_after == Some(run.status) && !run.status.is_terminal() {
             report.stopped_after = Some(run.status);
+            break;
+        }
+        if stop.load(Ordering::SeqCst) && !run.status.is_terminal() {
+            tracing::info!(run = run.id, status = %run.status, "shutdown requested: stopping after this stage; the next tick continues the run");
+            report.interrupted_after = Some(run.status);
             break;
         }
     }
@@ -187,16 +235,40 @@ fn validate(
 
 /// Ticks on every occurrence of `cron` (UTC) until `shutdown` completes. A
 /// failed tick is logged and the next one tries again; the test hook's stop
-/// ends the loop.
+/// ends the loop. A shutdown during a tick lets the stage in progress
+/// finish and commit, then returns (the next start continues the run).
 pub async fn run(
     cfg: SchedulerConfig,
     cron: &str,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedulerError> {
     cfg.validate()?;
     let cron = parse_cron(cron)?;
-    tokio::pin!(shutdown);
+    let stop = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watcher = {
+        let (stop, wake) = (stop.clone(), wake.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.store(true, Ordering::SeqCst);
+            wake.notify_one();
+        })
+    };
+    let result = ticks(&cfg, &cron, &stop, &wake).await;
+    watcher.abort();
+    result
+}
+
+async fn ticks(
+    cfg: &SchedulerConfig,
+    cron: &Cron,
+    stop: &AtomicBool,
+    wake: &tokio::sync::Notify,
+) -> Result<(), SchedulerError> {
     loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let now = chrono::Utc::now();
         let next = cron
             .find_next_occurrence(&now, false)
@@ -204,13 +276,13 @@ pub async fn run(
         let wait = (next - now).to_std().unwrap_or_default();
         tracing::info!(next = %next.to_rfc3339(), "waiting for the next tick");
         tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = wake.notified() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
-        match run_once(&cfg).await {
+        match run_once_until(cfg, stop).await {
             Ok(r) if r.stopped_after.is_some() => return Ok(()),
             Ok(r) => {
-                tracing::info!(new_files = r.new_files.len(), run = ?r.run.map(|r| (r.id, r.status)), "tick done")
+                tracing::info!(new_files = r.new_files.len(), run = ?r.run.map(|r| (r.id, r.status)), interrupted = r.interrupted_after.is_some(), "tick done")
             }
             Err(e) => tracing::error!(error = %e, "tick failed"),
         }

@@ -43,9 +43,15 @@ pub struct Args {
     /// Residual blocks.
     #[arg(long, default_value_t = 6)]
     pub depth: usize,
-    /// libtorch threads.
+    /// libtorch threads (of each rank with `--trainers`).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Data-parallel pretraining ranks: more than 1 starts that many
+    /// `pretext train` processes that all-reduce gradients over c10d (Gloo
+    /// on CPU) and consume the batches this process publishes; needs
+    /// `--broker amqp://…`.
+    #[arg(long, default_value_t = 1)]
+    pub trainers: usize,
     /// Fine-tuning passes over the labeled train rows (each start gets the same budget).
     #[arg(long, default_value_t = 4)]
     pub finetune_epochs: u32,
@@ -57,6 +63,12 @@ pub struct Args {
 /// Runs the demo.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
+    anyhow::ensure!(args.trainers >= 1, "--trainers must be at least 1");
+    anyhow::ensure!(
+        args.trainers == 1 || args.broker != "memory",
+        "--trainers {} runs ranks as processes, which meet on a broker: add --broker amqp://…",
+        args.trainers
+    );
     let data = args.out.join("data");
     if args.out.exists() {
         std::fs::remove_dir_all(&args.out)
@@ -105,12 +117,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     for task in [Task::Masked, Task::Next] {
         let run_dir = args.out.join(format!("pretrain-{task}"));
-        let summary = rt.block_on(pretrain(&args, &data, &run_dir, task, vcfg))?;
+        let steps = rt.block_on(pretrain(&args, &data, &run_dir, task, vcfg))?;
         let audit = pretext_trainer::audit::audit(&run_dir)?;
         let last = last_metrics(&run_dir)?;
         println!(
-            "4. pretrain {task}: {} steps, token accuracy {:.1}% (last 10 steps), audit: published {} applied {} missing {} applied twice {}",
-            summary.step,
+            "4. pretrain {task} ({} rank{}): {steps} steps, token accuracy {:.1}% (last 10 steps), audit: published {} applied {} missing {} applied twice {}",
+            args.trainers,
+            if args.trainers == 1 { "" } else { "s" },
             100.0 * last,
             audit.published,
             audit.applied,
@@ -138,31 +151,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let labeled = pretext_finetune::LabeledData::load(std::slice::from_ref(&data), vcfg)?;
     let mut records = Vec::new();
     for method in ["masked", "next", "none"] {
-        let pretrained = match method {
-            "none" => pretext_finetune::Pretrained::None,
-            m => pretext_finetune::Pretrained::Run(args.out.join(format!("pretrain-{m}"))),
-        };
-        let cfg = budget.config(
-            std::slice::from_ref(&data),
-            pretrained,
-            1.0,
-            args.seed,
-            args.out.join(format!("finetune-{method}")),
-        );
-        let r = pretext_finetune::run_on(&cfg, &labeled)?;
-        println!(
-            "5. fine-tune from {method}: {} labeled train rows, {} steps, test accuracy {:.1}%, macro-F1 {:.3} ({:.0} s)",
-            r.train_rows,
-            r.steps,
-            100.0 * r.test.accuracy,
-            r.test.macro_f1,
-            r.seconds
-        );
-        records.push(super::experiment::Record::new(
-            method,
-            if method == "none" { 0.0 } else { 1.0 },
-            &r,
-        ));
+        for probe in [false, true] {
+            let pretrained = match method {
+                "none" => pretext_finetune::Pretrained::None,
+                m => pretext_finetune::Pretrained::Run(args.out.join(format!("pretrain-{m}"))),
+            };
+            let protocol = if probe { "probe" } else { "finetune" };
+            let mut cfg = budget.config(
+                std::slice::from_ref(&data),
+                pretrained,
+                1.0,
+                args.seed,
+                args.out.join(format!("{protocol}-{method}")),
+            );
+            cfg.freeze_encoder = probe;
+            let r = pretext_finetune::run_on(&cfg, &labeled)?;
+            let rec = super::experiment::Record::new(
+                method,
+                if method == "none" { 0.0 } else { 1.0 },
+                &r,
+            );
+            println!(
+                "5. {:<13} {} labeled train rows, {} steps, test accuracy {:.1}%, macro-F1 {:.3} ({:.0} s)",
+                format!("{}:", rec.label()),
+                r.train_rows,
+                r.steps,
+                100.0 * r.test.accuracy,
+                r.test.macro_f1,
+                r.seconds
+            );
+            records.push(rec);
+        }
     }
     let table = super::experiment::markdown_table(&records);
     println!("\n{table}");
@@ -170,7 +189,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut report = format!(
         "# pretext demo\n\n{} sequences (max length {}), {} labeled train rows, {} test rows; \
          histogram + length floor {:.1}% (chance {:.1}%). Pretraining: {} epochs, width {}, depth {}. \
-         Fine-tuning: every labeled train row, crops of 1024 steps, the same budget for each start.\n\n\
+         Fine-tuning: every labeled train row, crops of 1024 steps, the same budget for each start; \
+         `probe` rows train only a linear head on the frozen encoder (`none probe`: a random one).\n\n\
          ## Test accuracy and macro-F1\n\n{table}\n",
         args.sequences,
         args.max_len,
@@ -239,7 +259,7 @@ async fn pretrain(
     run_dir: &Path,
     task: Task,
     vcfg: ValidationConfig,
-) -> anyhow::Result<pretext_trainer::TrainSummary> {
+) -> anyhow::Result<u64> {
     let spec = PretrainSpec {
         broker: args.broker.clone(),
         epochs: args.epochs,
@@ -248,7 +268,78 @@ async fn pretrain(
         threads: args.threads,
         seed: args.seed,
     };
-    Ok(pretrain_with(&spec, data, run_dir, task, vcfg, &format!("demo-{task}")).await?)
+    let ns = format!("demo-{task}-{}", std::process::id());
+    if args.trainers == 1 {
+        return Ok(pretrain_with(&spec, data, run_dir, task, vcfg, &ns)
+            .await?
+            .step);
+    }
+    pretrain_ranks(&spec, args.trainers, data, run_dir, task, vcfg, &ns).await
+}
+
+/// Publishes from this process and pretrains in `ranks` data-parallel
+/// `pretext train` processes (as `pretext launch` starts them); returns
+/// the step of the run's final checkpoint.
+async fn pretrain_ranks(
+    spec: &PretrainSpec,
+    ranks: usize,
+    data: &Path,
+    run_dir: &Path,
+    task: Task,
+    vcfg: ValidationConfig,
+    ns: &str,
+) -> anyhow::Result<u64> {
+    let transport = pretext_mq::connect(&spec.broker, pretext_mq::RabbitConfig::default()).await?;
+    let producer = spec.producer_config(vec![data.to_path_buf()], run_dir, task, vcfg, ns);
+    let t = spec.trainer_config(run_dir, task, ns);
+    let port = pretext_dist::free_port().context("a free port for the rendezvous store")?;
+    let exe = std::env::current_exe().context("locating the pretext binary")?;
+    let mut children = Vec::new();
+    for rank in 0..ranks {
+        let child = tokio::process::Command::new(&exe)
+            .arg("train")
+            .arg("--run-dir")
+            .arg(run_dir)
+            .args(["--task", &task.to_string(), "--ns", ns])
+            .args(["--width", &t.model.width.to_string()])
+            .args(["--depth", &t.model.depth.to_string()])
+            .args(["--threads", "1", "--seed", &t.seed.to_string()])
+            .args(["--lr", &t.optimizer.lr.to_string()])
+            .args(["--warmup-steps", &t.optimizer.warmup_steps.to_string()])
+            .args(["--checkpoint-every", &t.checkpoint_every.to_string()])
+            .args(["--device", "cpu"])
+            // The URL (it may hold a password) goes by environment, not argv.
+            .env("PRETEXT_BROKER", &spec.broker)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("WORLD_SIZE", ranks.to_string())
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env_remove("PRETEXT_METRICS_ADDR")
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting rank {rank}"))?;
+        children.push(child);
+    }
+    let produce = pretext_producer::run(producer, transport.clone(), std::future::pending());
+    let wait = async {
+        let mut statuses = Vec::new();
+        for c in &mut children {
+            statuses.push(c.wait().await);
+        }
+        statuses
+    };
+    let (produced, statuses) = tokio::join!(produce, wait);
+    produced?;
+    for (rank, status) in statuses.into_iter().enumerate() {
+        let status = status?;
+        anyhow::ensure!(status.success(), "rank {rank} failed: {status}");
+    }
+    pretext_mq::Topology::new(ns).delete(&*transport).await?;
+    let last = pretext_model::latest_checkpoint(&run_dir.join("checkpoints"))?
+        .context("the ranks left no checkpoint")?;
+    let state: pretext_model::CheckpointState = pretext_model::read_checkpoint_state(&last)?;
+    Ok(state.step)
 }
 
 /// Mean token accuracy of the last 10 steps in `metrics.jsonl`.

@@ -131,15 +131,3 @@ pub fn shutdown_on_signal(
         }
     }
 }
-
-/// Resolves on SIGTERM or Ctrl-C (services with a metrics endpoint use
-/// [`shutdown_on_signal`]).
-#[allow(dead_code)]
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}

@@ -6,10 +6,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pretext_scheduler::{RunStatus, SchedulerConfig, TickReport};
 
-use super::LimitArgs;
+use super::{LimitArgs, MetricsArgs, shutdown_on_signal};
 
 /// Exit status of a tick stopped by `PRETEXT_SCHEDULER_EXIT_AFTER`.
 pub const STOPPED_EXIT: u8 = 3;
@@ -85,6 +87,8 @@ pub struct Args {
     pub exit_after: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 impl Args {
@@ -122,7 +126,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = args.config()?;
     let rt = tokio::runtime::Runtime::new()?;
     if args.once {
-        let report = rt.block_on(pretext_scheduler::run_once(&cfg))?;
+        let report = rt.block_on(async {
+            // SIGTERM during a `--once` tick: finish the stage, then exit 0.
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let watcher = tokio::spawn(async move {
+                shutdown_on_signal(None).await;
+                flag.store(true, Ordering::SeqCst);
+            });
+            let report = pretext_scheduler::run_once_until(&cfg, &stop).await;
+            watcher.abort();
+            report
+        })?;
         print_report(&report);
         if report.stopped_after.is_some() {
             return Ok(ExitCode::from(STOPPED_EXIT));
@@ -136,7 +151,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         parsed.describe(),
         cfg.inbox
     );
-    rt.block_on(pretext_scheduler::run(cfg, &cron, super::shutdown_signal()))?;
+    rt.block_on(async {
+        let server = args.metrics.start("scheduler").await?;
+        pretext_scheduler::run(cfg, &cron, shutdown_on_signal(server.as_ref())).await?;
+        println!("schedule: stopped");
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -166,6 +186,10 @@ fn print_report(r: &TickReport) {
     }
     match (&r.run, r.stopped_after) {
         (Some(run), Some(st)) => println!("run {}: stopped after {st} (test hook)", run.id),
+        (Some(run), None) if r.interrupted_after.is_some() => println!(
+            "run {}: interrupted after {} (shutdown); the next tick continues it",
+            run.id, run.status
+        ),
         (Some(run), None) => println!(
             "run {}: {}{}",
             run.id,
