@@ -898,6 +898,18 @@ fn write_rows(
     Ok(files)
 }
 
+/// Writes an [`Imported`] dataset under `out` and returns its summary with
+/// the files.
+pub fn write(
+    cfg: &GenomesConfig,
+    imported: &Imported,
+    out: &Path,
+) -> Result<GenomesSummary, GenomesError> {
+    let mut summary = imported.summary.clone();
+    summary.files = write_rows(cfg, &imported.rows, out)?;
+    Ok(summary)
+}
+
 /// Imports every species under `source` into Parquet files under `out`
 /// (the raw-input contract, as `gen-data` writes it).
 pub fn import(
@@ -905,10 +917,7 @@ pub fn import(
     source: &Path,
     out: &Path,
 ) -> Result<GenomesSummary, GenomesError> {
-    let imported = build(cfg, source)?;
-    let mut summary = imported.summary;
-    summary.files = write_rows(cfg, &imported.rows, out)?;
-    Ok(summary)
+    write(cfg, &build(cfg, source)?, out)
 }
 
 #[cfg(test)]
