@@ -7,6 +7,7 @@
 //! - [`manifest`]: producers' records of published batches, read by the audit.
 //! - [`report`]: per-file validation reports (`pretext validate`).
 //! - [`synth`]: the synthetic dataset of `pretext gen-data`.
+//! - [`genomes`]: the real dataset of `pretext import-genomes` (bacterial genomes).
 //! - [`floor`]: the histogram + length classifier, the floor any model must beat.
 //! - [`split`]: `train` / `valid` / `test` and the hash that decides an absent split.
 //! - [`bucket`]: length buckets and token-budget batching.
@@ -20,6 +21,7 @@ pub mod batch;
 pub mod bucket;
 pub mod control;
 pub mod floor;
+pub mod genomes;
 pub mod input;
 pub mod ipc_limit;
 pub mod manifest;

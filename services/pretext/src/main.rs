@@ -22,6 +22,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Write the synthetic dataset (Parquet, raw-input contract).
     GenData(cmd::gen_data::Args),
+    /// Import bacterial genomes (FASTA) as a species-labeled dataset with a leakage-aware split.
+    ImportGenomes(cmd::import_genomes::Args),
     /// Check Parquet files row by row; quarantine rejected rows.
     Validate(cmd::validate::Args),
     /// Describe a dataset: splits, labels, lengths, and the histogram floor.
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::GenData(a) => cmd::gen_data::run(a),
+        Command::ImportGenomes(a) => cmd::import_genomes::run(a),
         Command::Validate(a) => cmd::validate::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Produce(a) => cmd::produce::run_cmd(a),

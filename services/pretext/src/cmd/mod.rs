@@ -7,6 +7,7 @@ pub mod experiment;
 pub mod export;
 pub mod finetune;
 pub mod gen_data;
+pub mod import_genomes;
 pub mod inspect;
 pub mod launch;
 pub mod produce;
