@@ -84,6 +84,12 @@ pub struct Args {
     /// libtorch threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Keep a pretraining run already in `OUT/runs` when it finished (a
+    /// checkpoint, and its audit shows every published batch applied once)
+    /// instead of pretraining again: rerun the fine-tuning grid on the
+    /// same encoders.
+    #[arg(long)]
+    pub reuse_pretrained: bool,
     /// Labeled rows of the same task with longer sequences (e.g. up to
     /// 30720 steps): the encoder pretrained on `--data` (shorter rows) is
     /// probed on them at the smallest label fraction, against a random
@@ -293,24 +299,36 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         };
         for task in [Task::Masked, Task::Next] {
             let run_dir = runs.join(format!("pretrain-{task}-{:.0}", 100.0 * pf));
-            if run_dir.exists() {
-                std::fs::remove_dir_all(&run_dir)?;
-            }
             let t = Instant::now();
-            let data_dir = source.first().cloned().unwrap_or_default();
-            let summary = rt.block_on(pretrain_with(
-                &spec,
-                &data_dir,
-                &run_dir,
-                task,
-                vcfg,
-                &format!("exp-{task}-{:.0}", 100.0 * pf),
-            ))?;
+            let step = match finished_run(&run_dir).filter(|_| args.reuse_pretrained) {
+                Some(step) => {
+                    println!(
+                        "pretrain {task} on {:.0}%: reusing {}",
+                        100.0 * pf,
+                        run_dir.display()
+                    );
+                    step
+                }
+                None => {
+                    if run_dir.exists() {
+                        std::fs::remove_dir_all(&run_dir)?;
+                    }
+                    let data_dir = source.first().cloned().unwrap_or_default();
+                    rt.block_on(pretrain_with(
+                        &spec,
+                        &data_dir,
+                        &run_dir,
+                        task,
+                        vcfg,
+                        &format!("exp-{task}-{:.0}", 100.0 * pf),
+                    ))?
+                    .step
+                }
+            };
             let acc = last_metrics(&run_dir)?;
             println!(
-                "pretrain {task} on {:.0}% of train rows: {} steps, token accuracy {:.1}% (41-way), {:.0} s",
+                "pretrain {task} on {:.0}% of train rows: {step} steps, token accuracy {:.1}% (41-way), {:.0} s",
                 100.0 * pf,
-                summary.step,
                 100.0 * acc,
                 t.elapsed().as_secs_f64()
             );
@@ -539,6 +557,18 @@ fn band_table(recs: &[Record]) -> String {
         );
     }
     s
+}
+
+/// The step of a finished pretraining run in `dir`: a checkpoint exists and
+/// the audit finds every published batch applied exactly once.
+fn finished_run(dir: &Path) -> Option<u64> {
+    let audit = pretext_trainer::audit::audit(dir).ok()?;
+    if audit.published == 0 || audit.missing != 0 || audit.applied_twice != 0 {
+        return None;
+    }
+    let last = pretext_model::latest_checkpoint(&dir.join("checkpoints")).ok()??;
+    let state: pretext_model::CheckpointState = pretext_model::read_checkpoint_state(&last).ok()?;
+    Some(state.step)
 }
 
 fn min_fraction(f: &[f64]) -> f64 {
