@@ -28,10 +28,6 @@ const LEN: usize = 2048;
 /// Runs of each configuration (the best is reported).
 const REPEAT: usize = 2;
 
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
 fn bench_batches() -> Vec<Batch> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {

@@ -17,7 +17,7 @@ use pretext_core::batch::{Batch, decode};
 use pretext_core::task::Task;
 use pretext_model::tch::{Device, Tensor};
 use pretext_model::{CheckpointState, list_checkpoints, read_checkpoint_state};
-use pretext_mq::{RabbitConfig, SharedTransport, Topology};
+use pretext_mq::{SharedTransport, Topology};
 use pretext_trainer::checkpoints::checkpoint_dir;
 use pretext_trainer::metrics::metrics_file;
 use pretext_trainer::step::{Learner, StepBatch, apply, backward};
@@ -28,10 +28,6 @@ use support::*;
 const DIST_TIMEOUT: u64 = 10;
 /// Longest a whole run may take.
 const RUN: Duration = Duration::from_secs(180);
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// The `train` arguments shared by every run of these tests.
 fn train_args(url: &str, ns: &str, run_dir: &Path, extra: &[&str]) -> Vec<String> {
@@ -104,57 +100,6 @@ fn wait_exit(child: &mut Child, limit: Duration, log: &Path) -> ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Deletes the test's queues and kills its processes, also on failure.
-struct Cleanup {
-    url: String,
-    topology: Topology,
-    children: Vec<Child>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let (url, topology) = (self.url.clone(), self.topology.clone());
-        let deleted = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                let transport = pretext_mq::connect(&url, RabbitConfig::default()).await?;
-                topology.delete(&*transport).await?;
-                transport.close().await
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!(
-                "could not delete the queues of {}: {deleted:?}",
-                self.topology.namespace()
-            );
-        }
-    }
-}
-
-async fn broker(name: &str) -> (SharedTransport, Topology, Cleanup) {
-    let url = amqp_url();
-    let transport = pretext_mq::connect(&url, RabbitConfig::default())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "RabbitMQ at {} is unreachable: {e}",
-                pretext_mq::redact_url(&url)
-            )
-        });
-    let topology = Topology::new(unique_namespace(name));
-    topology.declare(&*transport).await.expect("declare");
-    let cleanup = Cleanup {
-        url,
-        topology: topology.clone(),
-        children: Vec::new(),
-    };
-    (transport, topology, cleanup)
 }
 
 /// Publishes one planned task of `data` with its manifest.
@@ -246,7 +191,7 @@ async fn two_ranks_match_one_process_on_the_union_of_their_batches() {
     let child = pretext(&launch_args, &log)
         .spawn()
         .expect("start pretext launch");
-    let child = cleanup.children.push_get(child);
+    let child = cleanup.keep_mut(child);
     let status = wait_exit(child, RUN, &log);
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "launch failed ({status}):\n{log_text}");
@@ -541,16 +486,4 @@ async fn a_killed_rank_fails_the_other_and_a_restart_applies_every_batch_once() 
     );
     transport.close().await.unwrap();
     drop(cleanup);
-}
-
-/// `Vec::push` that returns the pushed element.
-trait PushGet<T> {
-    fn push_get(&mut self, value: T) -> &mut T;
-}
-
-impl<T> PushGet<T> for Vec<T> {
-    fn push_get(&mut self, value: T) -> &mut T {
-        self.push(value);
-        self.last_mut().expect("just pushed")
-    }
 }

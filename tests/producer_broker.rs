@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use pretext_core::batch::{Batch, BatchRow, CONTENT_TYPE, DecodeError, check_message};
 use pretext_core::manifest::read_manifests;
 use pretext_core::split::Split;
-use pretext_core::synth::{SynthConfig, generate};
+use pretext_core::synth::{SynthConfig, SynthRow, generate};
 use pretext_core::task::{MaskConfig, Task, mask_rng, select_positions};
 use pretext_core::{MASK_TOKEN, PAD_TOKEN};
 use pretext_mq::message::header::REASON;
@@ -222,6 +222,137 @@ async fn two_producers_share_the_work_and_publish_each_batch_once() {
     let (got, dups) = drain(&t, &Topology::new(&name).pretrain(), manifest.len()).await;
     assert_eq!(dups, 0);
     assert_eq!(got.len(), manifest.len());
+    cleanup(&t, &name).await;
+}
+
+/// Writes `rows` as one Parquet file of the raw-input contract, two rows per
+/// row group.
+fn write_rows(path: &Path, rows: &[SynthRow]) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(2))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        pretext_core::synth::schema(),
+        Some(props),
+    )
+    .unwrap();
+    for pair in rows.chunks(2) {
+        w.write(&pretext_core::synth::to_record_batch(pair))
+            .unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// Every row of the quarantine files under `dir`: (id, source row, reason).
+fn quarantined(dir: &Path) -> Vec<(String, u64, String)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::UInt64Type;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader {
+            let b = b.unwrap();
+            let (ids, rows, reasons) = (
+                b.column_by_name("id").unwrap().as_string::<i32>(),
+                b.column_by_name("source_row")
+                    .unwrap()
+                    .as_primitive::<UInt64Type>(),
+                b.column_by_name("reason").unwrap().as_string::<i32>(),
+            );
+            for r in 0..b.num_rows() {
+                out.push((
+                    ids.value(r).to_owned(),
+                    rows.value(r),
+                    reasons.value(r).to_owned(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_rows_are_counted_once_quarantined_with_their_reason_and_never_published() {
+    let _g = BROKER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    dataset(&data, 150, 3000);
+    // An id of the first file, to repeat in a later one.
+    let first_id = {
+        let mut ids = pretext_core::validate::IdRegistry::default();
+        let f = pretext_core::input::discover(std::slice::from_ref(&data)).unwrap()[0].clone();
+        let mut r = pretext_core::input::ValidatingReader::open(&f, Default::default(), None, None)
+            .unwrap();
+        let c = r.next_chunk(&mut ids).unwrap().unwrap();
+        c.verdict
+            .rows
+            .into_iter()
+            .find(|r| r.split == Split::Train)
+            .unwrap()
+            .id
+    };
+    let row = |id: &str, values: Vec<u8>| SynthRow {
+        id: id.into(),
+        values,
+        class: 0,
+        labeled: false,
+        split: Split::Train,
+    };
+    let good: Vec<u8> = (0..600).map(|i| (i % 41) as u8).collect();
+    let mut out_of_range = good.clone();
+    out_of_range[7] = 41;
+    write_rows(
+        &data.join("zz-bad.parquet"),
+        &[
+            row(&first_id, good.clone()),           // 0: an id of part-00000
+            row("bad-range", out_of_range.clone()), // 1: value 41
+            row("bad-short", vec![1; 100]),         // 2: shorter than 512
+            row("ok-1", good.clone()),              // 3: published
+            row("ok-1", good.clone()),              // 4: repeats row 3 (other row group)
+            row("bad-range", out_of_range),         // 5: out of range before duplicate
+        ],
+    );
+    let (t, name) = (rabbit().await, ns("reject"));
+    let run_dir = dir.path().join("run");
+    let mut cfg = producer(&data, &run_dir, &name, "p1");
+    cfg.epochs = 2;
+    let summary = run(cfg, t.clone(), std::future::pending()).await.unwrap();
+    assert_eq!(summary.rejected_rows, 5, "counted once, not once per epoch");
+    let q = quarantined(&run_dir.join("quarantine"));
+    let expected = vec![
+        ("bad-range".to_owned(), 1, "value_out_of_range".to_owned()),
+        ("bad-range".to_owned(), 5, "value_out_of_range".to_owned()),
+        ("bad-short".to_owned(), 2, "length_out_of_range".to_owned()),
+        (first_id.clone(), 0, "duplicate_id".to_owned()),
+        ("ok-1".to_owned(), 4, "duplicate_id".to_owned()),
+    ];
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(q, expected);
+    let manifest = read_manifests(&run_dir).unwrap();
+    let (got, _) = drain(&t, &Topology::new(&name).pretrain(), manifest.len()).await;
+    let mut copies: BTreeMap<(String, u32), usize> = BTreeMap::new();
+    for b in got.values() {
+        for id in &b.seq_ids {
+            *copies.entry((id.clone(), b.epoch)).or_default() += 1;
+        }
+    }
+    for epoch in 0..2 {
+        assert_eq!(copies.get(&("ok-1".to_owned(), epoch)), Some(&1));
+        assert_eq!(
+            copies.get(&(first_id.clone(), epoch)),
+            Some(&1),
+            "the first copy only"
+        );
+        assert!(!copies.contains_key(&("bad-range".to_owned(), epoch)));
+        assert!(!copies.contains_key(&("bad-short".to_owned(), epoch)));
+    }
     cleanup(&t, &name).await;
 }
 

@@ -21,10 +21,6 @@ use pretext_core::task::Task;
 use pretext_mq::{RabbitConfig, SharedTransport, Topology};
 use support::*;
 
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
 async fn rabbit() -> SharedTransport {
     let url = amqp_url();
     pretext_mq::connect(&url, RabbitConfig::default())
@@ -128,29 +124,6 @@ impl Drop for Proc {
     }
 }
 
-/// Deletes the namespace's queues, also when the test fails.
-struct Queues(Topology);
-
-impl Drop for Queues {
-    fn drop(&mut self) {
-        let (url, topology) = (amqp_url(), self.0.clone());
-        let deleted = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                let t = pretext_mq::connect(&url, RabbitConfig::default()).await?;
-                topology.delete(&*t).await?;
-                t.close().await
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!(
-                "could not delete the queues of {}: {deleted:?}",
-                self.0.namespace()
-            );
-        }
-    }
-}
-
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -202,7 +175,7 @@ async fn trainer_metrics_move_with_the_data_and_sigterm_then_restart_loses_nothi
     let transport = rabbit().await;
     let topology = Topology::new(unique_namespace("ops-metrics"));
     topology.declare(&*transport).await.expect("declare");
-    let _queues = Queues(topology.clone());
+    let _queues = Cleanup::new(&amqp_url(), &topology);
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path();
     let data = batches(Task::Masked, "m", 12);
@@ -267,7 +240,7 @@ async fn trainer_metrics_move_with_the_data_and_sigterm_then_restart_loses_nothi
 async fn producer_sigterm_waits_for_its_confirms_exits_zero_and_the_redo_loses_nothing() {
     let transport = rabbit().await;
     let topology = Topology::new(unique_namespace("ops-producer"));
-    let _queues = Queues(topology.clone());
+    let _queues = Cleanup::new(&amqp_url(), &topology);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // 6 files of 20 rows: 6 file tasks; lengths in one bucket (up to 552),
@@ -427,7 +400,7 @@ fn url_without_credentials() -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_password_comes_from_a_secret_file_and_a_wrong_one_is_never_shown() {
     let topology = Topology::new(unique_namespace("ops-credentials"));
-    let _queues = Queues(topology.clone());
+    let _queues = Cleanup::new(&amqp_url(), &topology);
     let dir = tempfile::tempdir().unwrap();
     let (url, user, password) = url_without_credentials();
     let run = |secret: &str, run_dir: &str| {

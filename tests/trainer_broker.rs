@@ -9,14 +9,9 @@ use std::time::{Duration, Instant};
 
 use pretext_core::task::Task;
 use pretext_model::{list_checkpoints, read_checkpoint_state};
-use pretext_mq::{RabbitConfig, Topology};
 use pretext_trainer::checkpoints::checkpoint_dir;
 use pretext_trainer::{METRICS_FILE, read_metrics};
 use support::*;
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 fn trainer(url: &str, ns: &str, run_dir: &Path, log: &str) -> Child {
     let log = std::fs::File::create(run_dir.join(log)).unwrap();
@@ -88,56 +83,10 @@ fn wait_exit(run_dir: &Path, child: &mut Child, log: &str) -> std::process::Exit
     }
 }
 
-/// Deletes the test's queues and kills its trainer, also when the test fails.
-struct Cleanup {
-    url: String,
-    topology: Topology,
-    child: Option<Child>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let (url, topology) = (self.url.clone(), self.topology.clone());
-        // A fresh runtime on its own thread: this may run inside the test's.
-        let deleted = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                let transport = pretext_mq::connect(&url, RabbitConfig::default()).await?;
-                topology.delete(&*transport).await?;
-                transport.close().await
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!(
-                "could not delete the queues of {}: {deleted:?}",
-                self.topology.namespace()
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_run_and_restarted_applies_every_batch_exactly_once() {
     let url = amqp_url();
-    let transport = pretext_mq::connect(&url, RabbitConfig::default())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "RabbitMQ at {} is unreachable: {e}",
-                pretext_mq::redact_url(&url)
-            )
-        });
-    let topology = Topology::new(unique_namespace("broker"));
-    topology.declare(&*transport).await.expect("declare");
-    let mut cleanup = Cleanup {
-        url: url.clone(),
-        topology: topology.clone(),
-        child: None,
-    };
+    let (transport, topology, mut cleanup) = broker("broker").await;
     let run_dir = tempfile::tempdir().unwrap();
     let run_dir = run_dir.path();
     let data = batches(Task::Masked, "k", 24);
@@ -149,9 +98,7 @@ async fn killed_mid_run_and_restarted_applies_every_batch_exactly_once() {
     manifest(run_dir, "a", first);
     control(&*transport, &topology, plan(Task::Masked, 2)).await;
     control(&*transport, &topology, task_done("a", first)).await;
-    let child = cleanup
-        .child
-        .insert(trainer(&url, topology.namespace(), run_dir, "train-1.log"));
+    let child = cleanup.keep_mut(trainer(&url, topology.namespace(), run_dir, "train-1.log"));
     wait_for("12 steps and a checkpoint", run_dir, child, || {
         steps_done(run_dir) >= 12
             && !list_checkpoints(&checkpoint_dir(run_dir))
@@ -172,9 +119,7 @@ async fn killed_mid_run_and_restarted_applies_every_batch_exactly_once() {
     publish_batches(&*transport, &topology, second).await;
     manifest(run_dir, "b", second);
     control(&*transport, &topology, task_done("b", second)).await;
-    let child = cleanup
-        .child
-        .insert(trainer(&url, topology.namespace(), run_dir, "train-2.log"));
+    let child = cleanup.keep_mut(trainer(&url, topology.namespace(), run_dir, "train-2.log"));
     let status = wait_exit(run_dir, child, "train-2.log");
     let log = std::fs::read_to_string(run_dir.join("train-2.log")).unwrap_or_default();
     assert!(
@@ -226,21 +171,7 @@ async fn killed_mid_run_and_restarted_applies_every_batch_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_checkpoints_acks_and_exits_zero() {
     let url = amqp_url();
-    let transport = pretext_mq::connect(&url, RabbitConfig::default())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "RabbitMQ at {} is unreachable: {e}",
-                pretext_mq::redact_url(&url)
-            )
-        });
-    let topology = Topology::new(unique_namespace("sigterm"));
-    topology.declare(&*transport).await.expect("declare");
-    let mut cleanup = Cleanup {
-        url: url.clone(),
-        topology: topology.clone(),
-        child: None,
-    };
+    let (transport, topology, mut cleanup) = broker("sigterm").await;
     let run_dir = tempfile::tempdir().unwrap();
     let run_dir = run_dir.path();
     // One of two planned tasks: the trainer would wait for more forever.
@@ -248,9 +179,7 @@ async fn sigterm_checkpoints_acks_and_exits_zero() {
     publish_batches(&*transport, &topology, &data).await;
     control(&*transport, &topology, plan(Task::Masked, 2)).await;
     control(&*transport, &topology, task_done("a", &data)).await;
-    let child = cleanup
-        .child
-        .insert(trainer(&url, topology.namespace(), run_dir, "train-1.log"));
+    let child = cleanup.keep_mut(trainer(&url, topology.namespace(), run_dir, "train-1.log"));
     wait_for("7 steps", run_dir, child, || steps_done(run_dir) >= 7);
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -8,16 +8,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use pretext_mq::{RabbitConfig, SharedTransport, Topology};
+use pretext_mq::{RabbitConfig, SharedTransport};
 use tokio::sync::{Mutex, MutexGuard};
 
 /// The longest any wait of these suites may take before the test fails.
 pub const LIMIT: Duration = Duration::from_secs(90);
-
-/// The broker URL (AMQP_URL, default the local guest broker).
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// Serialises the tests of one binary: they stop the broker, set alarms or
 /// change users, which would break each other. (Run the binary by hand
@@ -219,54 +214,7 @@ pub fn produce_args(url: &str, ns: &str, data: &Path, run_dir: &Path, id: &str) 
     args
 }
 
-/// Child processes killed and the namespace's queues deleted when dropped,
-/// also when the test fails.
-pub struct Cleanup {
-    pub url: String,
-    pub topology: Topology,
-    pub children: Vec<Child>,
-}
-
-impl Cleanup {
-    pub fn new(url: &str, topology: &Topology) -> Self {
-        Self {
-            url: url.to_owned(),
-            topology: topology.clone(),
-            children: Vec::new(),
-        }
-    }
-
-    /// Keeps `child` to kill on drop; returns its index.
-    pub fn keep(&mut self, child: Child) -> usize {
-        self.children.push(child);
-        self.children.len() - 1
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let (url, topology) = (self.url.clone(), self.topology.clone());
-        // A fresh runtime on its own thread: this may run inside the test's.
-        let deleted = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new().unwrap().block_on(async {
-                let transport = pretext_mq::connect(&url, RabbitConfig::default()).await?;
-                topology.delete(&*transport).await?;
-                transport.close().await
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!(
-                "could not delete the queues of {}: {deleted:?}",
-                self.topology.namespace()
-            );
-        }
-    }
-}
+pub use crate::support::{Cleanup, amqp_url};
 
 /// Waits until `done()` holds, failing with the child's log if the child
 /// exits first or `LIMIT` passes.

@@ -1,9 +1,10 @@
-//! Helpers shared by the trainer test binaries: deterministic batches, publishing them with their control messages and manifest, a tiny trainer config.
+//! Helpers shared by the trainer test binaries: deterministic batches, publishing them with their control messages and manifest, a tiny trainer config, and the guard that kills child processes and deletes a namespace.
 
 // Each binary uses a different subset.
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pretext_core::batch::{self, Batch, BatchRow, CONTENT_TYPE};
@@ -11,7 +12,9 @@ use pretext_core::control::ControlMessage;
 use pretext_core::manifest::{ManifestEntry, ManifestWriter};
 use pretext_core::task::{MaskConfig, Task};
 use pretext_model::{AdamWConfig, ModelConfig};
-use pretext_mq::{ConsumeOptions, HeaderValue, OutMessage, Topology, Transport};
+use pretext_mq::{
+    ConsumeOptions, HeaderValue, OutMessage, RabbitConfig, SharedTransport, Topology, Transport,
+};
 use pretext_trainer::{DeviceChoice, TrainerConfig};
 
 /// The longest any single broker or trainer operation may take.
@@ -185,4 +188,82 @@ pub async fn dead_letters(
         d.ack().await.expect("ack dead letter");
     }
     out
+}
+
+/// Child processes killed and the namespace's queues deleted when dropped,
+/// also when the test fails.
+pub struct Cleanup {
+    pub url: String,
+    pub topology: Topology,
+    pub children: Vec<Child>,
+}
+
+impl Cleanup {
+    pub fn new(url: &str, topology: &Topology) -> Self {
+        Self {
+            url: url.to_owned(),
+            topology: topology.clone(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Keeps `child` to kill on drop; returns its index.
+    pub fn keep(&mut self, child: Child) -> usize {
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Keeps `child` to kill on drop; returns it.
+    pub fn keep_mut(&mut self, child: Child) -> &mut Child {
+        let i = self.keep(child);
+        &mut self.children[i]
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let (url, topology) = (self.url.clone(), self.topology.clone());
+        // A fresh runtime on its own thread: this may run inside the test's.
+        let deleted = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                let transport = pretext_mq::connect(&url, RabbitConfig::default()).await?;
+                topology.delete(&*transport).await?;
+                transport.close().await
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Ok(()))) {
+            eprintln!(
+                "could not delete the queues of {}: {deleted:?}",
+                self.topology.namespace()
+            );
+        }
+    }
+}
+
+/// The broker the tests use: `AMQP_URL`, by default the local RabbitMQ.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Connects to the broker (a missing broker fails the test), declares a
+/// fresh namespace named after `name`, and returns its cleanup guard.
+pub async fn broker(name: &str) -> (SharedTransport, Topology, Cleanup) {
+    let url = amqp_url();
+    let transport = pretext_mq::connect(&url, RabbitConfig::default())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ at {} is unreachable: {e}",
+                pretext_mq::redact_url(&url)
+            )
+        });
+    let topology = Topology::new(unique_namespace(name));
+    topology.declare(&*transport).await.expect("declare");
+    let cleanup = Cleanup::new(&url, &topology);
+    (transport, topology, cleanup)
 }

@@ -1,18 +1,18 @@
 //! Streaming input: Parquet files read a few rows at a time, validated, with
 //! rejected rows quarantined. Memory stays bounded whatever the file size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, StringArray, UInt64Array};
+use arrow_array::{Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder,
 };
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
@@ -114,24 +114,6 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
     Ok(())
 }
 
-/// Rows of each row group of a Parquet file (row groups are what producers
-/// share out).
-pub fn row_group_rows(path: &Path) -> Result<Vec<u64>, InputError> {
-    let file = File::open(path).map_err(|e| InputError::Io {
-        path: path.into(),
-        source: e,
-    })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| InputError::Parquet {
-            path: path.into(),
-            source: e,
-        })?;
-    let md = builder.metadata();
-    Ok((0..md.num_row_groups())
-        .map(|g| md.row_group(g).num_rows() as u64)
-        .collect())
-}
-
 /// One validated step of a file: the verdict and where its rows sit.
 #[derive(Debug)]
 pub struct ValidatedChunk {
@@ -150,6 +132,8 @@ pub struct ValidatingReader {
     cfg: ValidationConfig,
     next_row: u64,
     quarantine: Option<Quarantine>,
+    /// File rows known to be duplicates dataset-wide (see [`duplicate_ids`]).
+    duplicates: BTreeSet<u64>,
 }
 
 impl std::fmt::Debug for ValidatingReader {
@@ -162,34 +146,29 @@ impl std::fmt::Debug for ValidatingReader {
 
 impl ValidatingReader {
     /// Opens `path`; `row_groups` restricts reading to those groups (row
-    /// numbers then count from the first selected group's first row).
+    /// numbers are still the file's; the quarantine file, if any, is then
+    /// named after the first selected group, so readers of different groups
+    /// of one file keep separate quarantine files).
     pub fn open(
         path: &Path,
         cfg: ValidationConfig,
         row_groups: Option<Vec<usize>>,
         quarantine_dir: Option<&Path>,
     ) -> Result<Self, InputError> {
-        let file = File::open(path).map_err(|e| InputError::Io {
-            path: path.into(),
-            source: e,
-        })?;
         let pq = |e| InputError::Parquet {
             path: path.into(),
             source: e,
         };
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
-        let layout =
-            ColumnLayout::from_schema(builder.schema()).map_err(|e| InputError::Schema {
-                path: path.into(),
-                source: e,
-            })?;
+        let (mut builder, layout) = open_builder(path)?;
         let mut next_row = 0;
+        let mut part = None;
         if let Some(groups) = row_groups {
             let md = builder.metadata();
             if let Some(&first) = groups.first() {
                 next_row = (0..first.min(md.num_row_groups()))
                     .map(|g| md.row_group(g).num_rows() as u64)
                     .sum();
+                part = Some(first);
             }
             builder = builder.with_row_groups(groups);
         }
@@ -198,7 +177,7 @@ impl ValidatingReader {
             .with_batch_size(READ_BATCH_ROWS)
             .build()
             .map_err(pq)?;
-        let quarantine = quarantine_dir.map(|d| Quarantine::new(d, path, schema));
+        let quarantine = quarantine_dir.map(|d| Quarantine::new(d, path, part, schema));
         Ok(Self {
             path: path.into(),
             reader,
@@ -206,7 +185,16 @@ impl ValidatingReader {
             cfg,
             next_row,
             quarantine,
+            duplicates: BTreeSet::new(),
         })
+    }
+
+    /// Rejects the rows at these file row numbers as duplicate ids (unless
+    /// something else is wrong with them): the duplicates that a reader of
+    /// some row groups cannot see itself, found by [`duplicate_ids`].
+    pub fn with_duplicates(mut self, rows: BTreeSet<u64>) -> Self {
+        self.duplicates = rows;
+        self
     }
 
     /// The file being read.
@@ -231,7 +219,20 @@ impl ValidatingReader {
         })?;
         let first_row = self.next_row;
         self.next_row += batch.num_rows() as u64;
-        let verdict = validate_batch(&batch, &self.layout, &self.cfg, ids);
+        let mut verdict = validate_batch(&batch, &self.layout, &self.cfg, ids);
+        let end = first_row + batch.num_rows() as u64;
+        if self.duplicates.range(first_row..end).next().is_some() {
+            let dup = |r: usize| self.duplicates.contains(&(first_row + r as u64));
+            verdict.rejected.extend(
+                verdict
+                    .rows
+                    .iter()
+                    .filter(|row| dup(row.index))
+                    .map(|row| (row.index, RejectReason::DuplicateId)),
+            );
+            verdict.rejected.sort_unstable_by_key(|&(r, _)| r);
+            verdict.rows.retain(|row| !dup(row.index));
+        }
         if !verdict.rejected.is_empty() {
             for (row, reason) in &verdict.rejected {
                 tracing::debug!(file = %self.path.display(), row = first_row + *row as u64, %reason, "row rejected");
@@ -292,7 +293,8 @@ pub fn for_each_chunk(
         acc += meta.metadata().row_group(g).num_rows() as u64;
     }
     let threads = threads.clamp(1, groups.max(1));
-    let mut quarantine = quarantine_dir.map(|d| Quarantine::new(d, path, meta.schema().clone()));
+    let mut quarantine =
+        quarantine_dir.map(|d| Quarantine::new(d, path, None, meta.schema().clone()));
     std::thread::scope(|s| {
         let mut rxs = Vec::with_capacity(threads);
         for t in 0..threads {
@@ -362,6 +364,75 @@ pub fn for_each_chunk(
     })
 }
 
+/// A reader builder for `path` and the layout of its columns (the schema
+/// checked against the raw-input contract).
+fn open_builder(
+    path: &Path,
+) -> Result<(ParquetRecordBatchReaderBuilder<File>, ColumnLayout), InputError> {
+    let file = File::open(path).map_err(|e| InputError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| InputError::Parquet {
+            path: path.into(),
+            source: e,
+        })?;
+    let layout = ColumnLayout::from_schema(builder.schema()).map_err(|e| InputError::Schema {
+        path: path.into(),
+        source: e,
+    })?;
+    Ok((builder, layout))
+}
+
+/// What a pass over a file's ids finds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdPass {
+    /// File rows whose id an earlier row of the dataset already has.
+    pub duplicates: BTreeSet<u64>,
+    /// Rows of each row group (row groups are what producers share out).
+    pub row_groups: Vec<u64>,
+}
+
+/// The rows of `path` whose id an earlier row of the dataset already has,
+/// as file row numbers: the uniqueness rule of [`validate_batch`] (every
+/// non-null id is registered, valid row or not) applied to the `id` column
+/// alone, which is all that is decoded. Checks the file's schema too.
+pub fn duplicate_ids(path: &Path, ids: &mut IdRegistry) -> Result<IdPass, InputError> {
+    let pq = |e| InputError::Parquet {
+        path: path.into(),
+        source: e,
+    };
+    let (builder, layout) = open_builder(path)?;
+    let md = builder.metadata();
+    let row_groups = (0..md.num_row_groups())
+        .map(|g| md.row_group(g).num_rows() as u64)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [layout.id_column()]);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(pq)?;
+    let mut dups = BTreeSet::new();
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| pq(e.into()))?;
+        let col = batch.column(0);
+        let ids_col = crate::validate::to_utf8(col);
+        for r in 0..batch.num_rows() {
+            if !ids_col.is_null(r) && !ids.insert(ids_col.value(r)) {
+                dups.insert(row + r as u64);
+            }
+        }
+        row += batch.num_rows() as u64;
+    }
+    Ok(IdPass {
+        duplicates: dups,
+        row_groups,
+    })
+}
+
 /// Rejected rows of one input file, kept whole in a Parquet file beside
 /// their reason, file and row number: nothing rejected is lost.
 struct Quarantine {
@@ -372,13 +443,15 @@ struct Quarantine {
 }
 
 impl Quarantine {
-    fn new(dir: &Path, input: &Path, input_schema: SchemaRef) -> Self {
+    /// The quarantine of `input`, or of its row groups from `part` on.
+    fn new(dir: &Path, input: &Path, part: Option<usize>, input_schema: SchemaRef) -> Self {
         let stem = input
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tag = hex8(&Sha256::digest(input.to_string_lossy().as_bytes()));
-        let path = dir.join(format!("{stem}-{tag}.rejected.parquet"));
+        let part = part.map_or_else(String::new, |g| format!("-rg{g}"));
+        let path = dir.join(format!("{stem}-{tag}{part}.rejected.parquet"));
         let mut fields: Vec<Arc<Field>> = input_schema.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new("source_file", DataType::Utf8, false)));
         fields.push(Arc::new(Field::new("source_row", DataType::UInt64, false)));

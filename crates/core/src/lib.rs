@@ -9,6 +9,7 @@
 //! - [`synth`]: the synthetic dataset of `pretext gen-data`.
 //! - [`genomes`]: the real dataset of `pretext import-genomes` (bacterial genomes).
 //! - [`floor`]: the histogram + length classifier, the floor any model must beat.
+//! - [`sample`]: deterministic subsets and written samples of train rows.
 //! - [`split`]: `train` / `valid` / `test` and the hash that decides an absent split.
 //! - [`bucket`]: length buckets and token-budget batching.
 //! - [`task`]: masked / next / classify targets.
@@ -26,6 +27,7 @@ pub mod input;
 pub mod ipc_limit;
 pub mod manifest;
 pub mod report;
+pub mod sample;
 pub mod split;
 pub mod synth;
 pub mod task;

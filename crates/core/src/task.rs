@@ -2,7 +2,7 @@
 //! (BERT-style, reproducible per seed, epoch and sequence), `next`
 //! (next-step prediction) and `classify` (fine-tuning, no targets).
 
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -93,40 +93,106 @@ pub fn mask_rng(seed: u64, epoch: u32, seq_id: &str) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(h.finalize().into())
 }
 
-/// Which positions of a sequence of length `len` are selected for the loss.
+/// Which positions of a sequence of length `len` are selected for the loss:
+/// the selection [`fill_row`] makes with the same RNG (values are not
+/// needed to know which positions are chosen).
 pub fn select_positions(cfg: &MaskConfig, rng: &mut ChaCha8Rng, len: usize) -> Vec<bool> {
+    let mut input = vec![0u8; len];
+    let mut loss_mask = vec![0u8; len];
+    apply_mask(cfg, rng, &mut input, &mut loss_mask);
+    loss_mask.into_iter().map(|m| m == 1).collect()
+}
+
+/// What happens to a selected position, decided by 32 random bits: MASK
+/// below `to_mask`, a random value (uniform 0..=40, read off the same bits)
+/// below `to_random`, the value kept above.
+#[derive(Clone, Copy)]
+struct Action {
+    to_mask: u64,
+    to_random: u64,
+}
+
+impl Action {
+    fn new(cfg: &MaskConfig) -> Self {
+        let scale = |f: f64| (f.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64;
+        Action {
+            to_mask: scale(cfg.mask_fraction),
+            to_random: scale(cfg.mask_fraction + cfg.random_fraction),
+        }
+    }
+
+    #[inline]
+    fn apply(self, bits: u32, slot: &mut u8) {
+        let u = u64::from(bits);
+        if u < self.to_mask {
+            *slot = MASK_TOKEN;
+        } else if u < self.to_random {
+            *slot =
+                ((u - self.to_mask) * NUM_VALUES as u64 / (self.to_random - self.to_mask)) as u8;
+        }
+    }
+}
+
+/// A uniform position below `len` from 32 random bits (Lemire's
+/// multiply-shift); `None` for the rare draw that would bias it.
+#[inline]
+fn position(bits: u32, len: usize) -> Option<usize> {
+    let m = u64::from(bits) * len as u64;
+    let low = m as u32;
+    if (low as usize) < len {
+        let threshold = (u32::MAX as usize + 1 - len) % len;
+        if (low as usize) < threshold {
+            return None;
+        }
+    }
+    Some((m >> 32) as usize)
+}
+
+/// Selects positions of `input` (which holds the values), marks them in
+/// `loss_mask` (all zero on entry) and replaces them per 80/10/10. Sparse
+/// selection (the usual 15%) costs one 64-bit draw per selected position:
+/// the high half picks the position, the low half its fate.
+fn apply_mask(cfg: &MaskConfig, rng: &mut ChaCha8Rng, input: &mut [u8], loss_mask: &mut [u8]) {
+    let len = input.len();
     let want = ((cfg.rate * len as f64).round() as usize).clamp(1, len);
-    let mut sel = vec![false; len];
+    let act = Action::new(cfg);
+    if cfg.mean_span <= 1.0 && want * 2 > len {
+        // Dense: partial Fisher-Yates over positions.
+        let mut idx: Vec<u32> = (0..len as u32).collect();
+        for i in 0..want {
+            let j = rng.random_range(i..len);
+            idx.swap(i, j);
+            let t = idx[i] as usize;
+            loss_mask[t] = 1;
+            act.apply(rng.next_u32(), &mut input[t]);
+        }
+        return;
+    }
     let mut chosen = 0;
     if cfg.mean_span <= 1.0 {
-        if want * 2 > len {
-            // Dense: partial Fisher-Yates over positions.
-            let mut idx: Vec<u32> = (0..len as u32).collect();
-            for i in 0..want {
-                let j = rng.random_range(i..len);
-                idx.swap(i, j);
-                sel[idx[i] as usize] = true;
-            }
-            return sel;
-        }
-        // Sparse (the usual 15%): draw until `want` distinct positions; each
-        // draw hits a fresh one with probability at least 1/2.
+        // Sparse: draw until `want` distinct positions; each draw hits a
+        // fresh one with probability at least 1/2.
         while chosen < want {
-            let t = rng.random_range(0..len);
-            if !sel[t] {
-                sel[t] = true;
+            let x = rng.next_u64();
+            let Some(t) = position((x >> 32) as u32, len) else {
+                continue;
+            };
+            if loss_mask[t] == 0 {
+                loss_mask[t] = 1;
+                act.apply(x as u32, &mut input[t]);
                 chosen += 1;
             }
         }
-        return sel;
+        return;
     }
     let p_stop = 1.0 / cfg.mean_span;
     while chosen < want {
         let start = rng.random_range(0..len);
         let mut t = start;
         loop {
-            if !sel[t] {
-                sel[t] = true;
+            if loss_mask[t] == 0 {
+                loss_mask[t] = 1;
+                act.apply(rng.next_u32(), &mut input[t]);
                 chosen += 1;
             }
             t += 1;
@@ -135,7 +201,6 @@ pub fn select_positions(cfg: &MaskConfig, rng: &mut ChaCha8Rng, len: usize) -> V
             }
         }
     }
-    sel
 }
 
 /// One row's slices of a batch's `[rows, L]` buffers.
@@ -150,7 +215,8 @@ pub struct RowOut<'a> {
 }
 
 /// Writes one row's input, target and loss mask into slices of the bucket
-/// length (positions past `values.len()` are padding).
+/// length (positions past `values.len()` are padding). The loss mask must
+/// be all zero on entry (a fresh batch buffer is).
 pub fn fill_row(
     task: Task,
     mask: &MaskConfig,
@@ -164,34 +230,23 @@ pub fn fill_row(
         target,
         loss_mask,
     } = out;
+    debug_assert!(loss_mask.iter().all(|&m| m == 0));
     let n = values.len();
+    input[..n].copy_from_slice(values);
     input[n..].fill(PAD_TOKEN);
     target[n..].fill(PAD_TOKEN);
-    loss_mask.fill(0);
     match task {
         Task::Masked => {
-            input[..n].copy_from_slice(values);
             target[..n].copy_from_slice(values);
             let mut rng = mask_rng(mask.seed, epoch, seq_id);
-            let sel = select_positions(mask, &mut rng, n);
-            for (t, _) in sel.iter().enumerate().filter(|(_, s)| **s) {
-                loss_mask[t] = 1;
-                let u: f64 = rng.random();
-                if u < mask.mask_fraction {
-                    input[t] = MASK_TOKEN;
-                } else if u < mask.mask_fraction + mask.random_fraction {
-                    input[t] = rng.random_range(0..NUM_VALUES as u8);
-                }
-            }
+            apply_mask(mask, &mut rng, &mut input[..n], &mut loss_mask[..n]);
         }
         Task::Next => {
-            input[..n].copy_from_slice(values);
             target[..n - 1].copy_from_slice(&values[1..]);
             target[n - 1] = PAD_TOKEN;
             loss_mask[..n - 1].fill(1);
         }
         Task::Classify => {
-            input[..n].copy_from_slice(values);
             target[..n].copy_from_slice(values);
         }
     }
@@ -240,6 +295,60 @@ mod tests {
             row(Task::Masked, &values, 1024, 1).2,
             m,
             "a new mask each epoch"
+        );
+    }
+
+    #[test]
+    fn selected_positions_split_80_10_10_and_spread_evenly() {
+        // Values all 0, so a random replacement shows as a nonzero value
+        // (or as 0, 1 time in 41).
+        let values = vec![0u8; 4000];
+        let (mut masked, mut random, mut kept) = (0usize, 0usize, 0usize);
+        let mut seen_random = [false; NUM_VALUES];
+        let mut by_tenth = [0usize; 10];
+        for s in 0..200 {
+            let (mut i, mut t, mut m) = (vec![0; 4000], vec![0; 4000], vec![0; 4000]);
+            fill_row(
+                Task::Masked,
+                &MaskConfig::default(),
+                0,
+                &format!("s{s}"),
+                &values,
+                RowOut {
+                    input: &mut i,
+                    target: &mut t,
+                    loss_mask: &mut m,
+                },
+            );
+            for p in (0..4000).filter(|&p| m[p] == 1) {
+                by_tenth[p * 10 / 4000] += 1;
+                match i[p] {
+                    MASK_TOKEN => masked += 1,
+                    0 => kept += 1,
+                    v => {
+                        random += 1;
+                        seen_random[v as usize] = true;
+                    }
+                }
+            }
+        }
+        let total = (masked + random + kept) as f64;
+        assert_eq!(total as usize, 200 * 600, "15% of each row");
+        assert!((masked as f64 / total - 0.8).abs() < 0.01, "{masked}");
+        // Random values that happen to be 0 count as kept: 10% × 40/41.
+        assert!(
+            (random as f64 / total - 0.1 * 40.0 / 41.0).abs() < 0.01,
+            "{random}"
+        );
+        assert!(
+            seen_random[1..].iter().all(|&s| s),
+            "every value can be drawn"
+        );
+        assert!(
+            by_tenth
+                .iter()
+                .all(|&n| (n as f64 - total / 10.0).abs() < total * 0.01),
+            "{by_tenth:?}"
         );
     }
 

@@ -174,6 +174,11 @@ fn is_integer(dt: &DataType) -> bool {
 }
 
 impl ColumnLayout {
+    /// Index of the `id` column in the file's schema.
+    pub fn id_column(&self) -> usize {
+        self.id
+    }
+
     /// Checks a file schema against the contract.
     pub fn from_schema(schema: &Schema) -> Result<Self, SchemaError> {
         let find = |name: &'static str| schema.index_of(name).ok();
@@ -285,7 +290,7 @@ impl BatchVerdict {
     }
 }
 
-fn to_utf8(col: &ArrayRef) -> StringArray {
+pub(crate) fn to_utf8(col: &ArrayRef) -> StringArray {
     let cast = arrow_cast::cast(col, &DataType::Utf8).expect("integer or string casts to utf8");
     cast.as_string::<i32>().clone()
 }

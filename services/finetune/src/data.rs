@@ -15,7 +15,6 @@ use pretext_core::validate::{IdRegistry, Label, ValidationConfig};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 
 use crate::error::FinetuneError;
 
@@ -121,42 +120,7 @@ impl LabeledData {
     }
 }
 
-/// A row's place in the draw for `seed`: the first 8 bytes of
-/// SHA-256(seed, id). Depends on nothing else, so the subset is the same
-/// whatever the file order or the other rows.
-pub(crate) fn draw_key(seed: u64, id: &str) -> u64 {
-    let mut h = Sha256::new();
-    h.update(seed.to_le_bytes());
-    h.update(id.as_bytes());
-    let d = h.finalize();
-    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
-}
-
-/// Indices (ascending) of a stratified, deterministic `fraction` of
-/// `rows` (`(id, class)`): in each class, `max(1, round(fraction × n))`
-/// rows, those with the smallest [`draw_key`]. Every class with a row keeps
-/// one; for one seed, a smaller fraction's subset lies inside a larger one's.
-pub fn stratified_subset<'a>(
-    rows: impl IntoIterator<Item = (&'a str, usize)>,
-    fraction: f64,
-    seed: u64,
-) -> Vec<usize> {
-    let mut by_class: BTreeMap<usize, Vec<(u64, usize)>> = BTreeMap::new();
-    for (i, (id, class)) in rows.into_iter().enumerate() {
-        by_class
-            .entry(class)
-            .or_default()
-            .push((draw_key(seed, id), i));
-    }
-    let mut chosen = Vec::new();
-    for members in by_class.values_mut() {
-        members.sort_unstable();
-        let take = ((fraction * members.len() as f64).round() as usize).clamp(1, members.len());
-        chosen.extend(members[..take].iter().map(|&(_, i)| i));
-    }
-    chosen.sort_unstable();
-    chosen
-}
+pub use pretext_core::sample::{draw_key, stratified_subset};
 
 /// The batches of one pass over `examples`: rows in an order shuffled by
 /// `(seed, epoch)` (or kept, when `shuffle` is off), optionally cropped to
@@ -210,13 +174,6 @@ pub fn batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn draw_key_depends_on_seed_and_id() {
-        assert_eq!(draw_key(1, "a"), draw_key(1, "a"));
-        assert_ne!(draw_key(1, "a"), draw_key(2, "a"));
-        assert_ne!(draw_key(1, "a"), draw_key(1, "b"));
-    }
 
     #[test]
     fn batches_cover_every_row_once_within_budget() {

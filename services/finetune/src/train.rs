@@ -285,28 +285,34 @@ impl Selection {
     }
 }
 
+/// What a training loop works through: the labeled subset, `total` steps,
+/// evaluations on `valid` after the steps in `eval_at`.
+#[derive(Clone, Copy)]
+struct TrainPlan<'a> {
+    subset: &'a [&'a Example],
+    data: &'a LabeledData,
+    config: &'a FinetuneConfig,
+    total: u64,
+    eval_at: &'a [u64],
+}
+
 /// Fine-tuning with every weight training: `total` steps over batches of the
 /// subset (crops if configured). Returns (steps, real tokens trained on).
-#[allow(clippy::too_many_arguments)]
 fn train_all(
     model: &Classifier,
     opt: &mut AdamW,
-    subset: &[&Example],
-    data: &LabeledData,
-    config: &FinetuneConfig,
-    total: u64,
-    eval_at: &[u64],
+    plan: &TrainPlan<'_>,
     sel: &mut Selection,
 ) -> Result<(u64, u64), FinetuneError> {
     let (mut step, mut epoch, mut tokens) = (0u64, 0u32, 0u64);
     let (mut loss_acc, mut loss_n) = (0.0, 0u64);
     loop {
         for b in batches(
-            subset,
-            &config.buckets,
+            plan.subset,
+            &plan.config.buckets,
             epoch,
-            config.seed,
-            config.train_crop,
+            plan.config.seed,
+            plan.config.train_crop,
             true,
         ) {
             let (tok, len, lab) = tensors(&b);
@@ -319,8 +325,8 @@ fn train_all(
             tokens += b.stats().real_tokens;
             loss_acc += loss.double_value(&[]);
             loss_n += 1;
-            if eval_at.contains(&step) {
-                let (pred, valid_loss) = predict(model, &data.valid, &config.buckets)?;
+            if plan.eval_at.contains(&step) {
+                let (pred, valid_loss) = predict(model, &plan.data.valid, &plan.config.buckets)?;
                 sel.record(
                     model,
                     ValidPoint {
@@ -332,7 +338,7 @@ fn train_all(
                 );
                 (loss_acc, loss_n) = (0.0, 0);
             }
-            if step >= total {
+            if step >= plan.total {
                 return Ok((step, tokens));
             }
         }
@@ -343,23 +349,18 @@ fn train_all(
 /// The linear probe: the frozen encoder's pooled features of the subset and
 /// of `valid` are computed once (whole sequences), and the head trains on
 /// them full-batch for `total` steps. Returns (steps, real tokens encoded).
-#[allow(clippy::too_many_arguments)]
 fn train_probe(
     model: &Classifier,
     opt: &mut AdamW,
-    subset: &[&Example],
-    data: &LabeledData,
-    config: &FinetuneConfig,
-    total: u64,
-    eval_at: &[u64],
+    plan: &TrainPlan<'_>,
     sel: &mut Selection,
 ) -> Result<(u64, u64), FinetuneError> {
-    let (x, y) = pooled_features(model, subset, &config.buckets)?;
-    let valid: Vec<&Example> = data.valid.iter().collect();
-    let (xv, yv) = pooled_features(model, &valid, &config.buckets)?;
-    let tokens: u64 = subset.iter().map(|e| e.values.len() as u64).sum();
+    let (x, y) = pooled_features(model, plan.subset, &plan.config.buckets)?;
+    let valid: Vec<&Example> = plan.data.valid.iter().collect();
+    let (xv, yv) = pooled_features(model, &valid, &plan.config.buckets)?;
+    let tokens: u64 = plan.subset.iter().map(|e| e.values.len() as u64).sum();
     let (mut loss_acc, mut loss_n) = (0.0, 0u64);
-    for step in 1..=total {
+    for step in 1..=plan.total {
         let stats = pretext_model::classification_loss(&model.logits_from_pooled(&x), &y)?;
         opt.zero_grad();
         let loss = &stats.sum / stats.count.max(1) as f64;
@@ -367,7 +368,7 @@ fn train_probe(
         opt.step()?;
         loss_acc += loss.double_value(&[]);
         loss_n += 1;
-        if eval_at.contains(&step) {
+        if plan.eval_at.contains(&step) {
             let (valid_loss, valid_accuracy) = tch::no_grad(|| -> Result<_, FinetuneError> {
                 let logits = model.logits_from_pooled(&xv);
                 let stats = pretext_model::classification_loss(&logits, &yv)?;
@@ -390,7 +391,7 @@ fn train_probe(
             (loss_acc, loss_n) = (0.0, 0);
         }
     }
-    Ok((total, tokens))
+    Ok((plan.total, tokens))
 }
 
 /// Pooled features [N, C] (eval mode, whole sequences, no gradient) and
@@ -504,14 +505,17 @@ pub fn run_on(
     );
 
     let mut sel = Selection::default();
+    let plan = TrainPlan {
+        subset: &subset,
+        data,
+        config,
+        total,
+        eval_at: &eval_at,
+    };
     let (step, tokens) = if config.freeze_encoder {
-        train_probe(
-            &model, &mut opt, &subset, data, config, total, &eval_at, &mut sel,
-        )?
+        train_probe(&model, &mut opt, &plan, &mut sel)?
     } else {
-        train_all(
-            &model, &mut opt, &subset, data, config, total, &eval_at, &mut sel,
-        )?
+        train_all(&model, &mut opt, &plan, &mut sel)?
     };
     let Selection { history, best } = sel;
     let (best_acc, _, best_step, weights) = best.expect("at least one evaluation");

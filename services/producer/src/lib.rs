@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`ProducerConfig`], every knob with its default.
-//! - [`plan`]: the run's plan (one validation pass, file tasks on
+//! - [`plan`]: the run's plan (one pass over the ids, file tasks on
 //!   `{ns}.files`, the `Plan` control message), made once per run directory
 //!   by whichever producer claims it.
 //! - [`work`]: one file task: its row group read, bucketed and turned into
@@ -145,7 +145,8 @@ pub struct ProducerSummary {
     pub padded_tokens: u64,
     /// Bytes of batch messages.
     pub bytes: u64,
-    /// Rows rejected by validation (counted once, by the producer that planned).
+    /// Rows rejected by validation in the epoch-0 tasks this producer
+    /// completed (quarantined in `RUN_DIR/quarantine/`, one file per task).
     pub rejected_rows: u64,
     /// Valid rows not published because of their split.
     pub skipped_split_rows: u64,
@@ -197,10 +198,6 @@ pub async fn run(
     topo.declare(&*transport).await?;
     let mut summary = ProducerSummary::default();
     let plan = plan::ensure_plan(&cfg, &transport, &topo).await?;
-    if plan.planned_by == cfg.producer_id {
-        summary.rejected_rows = plan.rejected_rows;
-        metrics::counter!(names::PRODUCER_ROWS_REJECTED).increment(plan.rejected_rows);
-    }
     let (stop_tx, stop) = watch::channel(false);
     let manifest = ManifestWriter::open(&cfg.run_dir, &cfg.producer_id).map_err(|e| {
         ProducerError::RunDir {
@@ -322,5 +319,7 @@ fn add_task(summary: &mut ProducerSummary, done: &TaskOutput) {
     summary.padded_tokens += done.stats.padded_tokens;
     summary.bytes += done.stats.bytes;
     summary.skipped_split_rows += done.stats.skipped_split_rows;
+    summary.rejected_rows += done.stats.rejected_rows;
+    metrics::counter!(names::PRODUCER_ROWS_REJECTED).increment(done.stats.rejected_rows);
     metrics::counter!(names::PRODUCER_TASKS).increment(1);
 }

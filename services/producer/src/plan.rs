@@ -1,17 +1,19 @@
-//! The run's plan, made once per run directory: one validation pass over the
-//! whole dataset (rejected rows counted and quarantined, duplicate ids found
-//! across files), the file tasks put on `{ns}.files`, and the `Plan` message
-//! on the control stream. Whichever producer claims `plan.lock` makes it;
-//! the others wait for `plan.json`.
+//! The run's plan, made once per run directory: one pass over the `id`
+//! column of every file (each file's schema checked, ids that repeat across
+//! the dataset found; only the ids are decoded), the file tasks put on
+//! `{ns}.files`, and the `Plan` message on the control stream. Whichever
+//! producer claims `plan.lock` makes it; the others wait for `plan.json`.
+//! Validating rows, counting and quarantining rejections is the work of the
+//! tasks of epoch 0, which decode the values anyway.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use pretext_core::control::{ControlMessage, FileTask};
-use pretext_core::input::{discover, for_each_chunk, row_group_rows};
-use pretext_core::validate::{IdRegistry, RejectReason};
+use pretext_core::input::{discover, duplicate_ids};
+use pretext_core::validate::IdRegistry;
 use pretext_mq::{OutMessage, SharedTransport, Topology};
 use serde::{Deserialize, Serialize};
 
@@ -24,15 +26,12 @@ pub struct Plan {
     pub planned_by: String,
     /// Every file task, all epochs.
     pub tasks: Vec<FileTask>,
-    /// Per file, rows rejected as duplicate ids in the dataset-wide pass
-    /// (a task validates only its row group, so it cannot see them).
-    pub skip_rows: BTreeMap<String, BTreeSet<u64>>,
-    /// Valid rows in the dataset (all splits).
-    pub valid_rows: u64,
-    /// Rejected rows.
-    pub rejected_rows: u64,
-    /// Rejected rows by reason.
-    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Per file, the rows whose id an earlier row of the dataset has (file
+    /// row numbers): a task validates only its row groups, so it cannot see
+    /// them itself; it rejects them as duplicates.
+    pub duplicate_rows: BTreeMap<String, BTreeSet<u64>>,
+    /// Rows in the dataset (all splits, valid or not).
+    pub rows: u64,
 }
 
 fn run_dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProducerError + '_ {
@@ -146,14 +145,18 @@ async fn make_and_publish(
     heartbeat.abort();
     tracing::info!(
         tasks = plan.tasks.len(),
-        valid = plan.valid_rows,
-        rejected = plan.rejected_rows,
+        rows = plan.rows,
+        duplicates = plan
+            .duplicate_rows
+            .values()
+            .map(BTreeSet::len)
+            .sum::<usize>(),
         "plan published"
     );
     Ok(plan)
 }
 
-/// The validation pass and the task list (blocking).
+/// The id pass and the task list (blocking).
 pub fn make_plan(cfg: &ProducerConfig) -> Result<Plan, ProducerError> {
     let files = discover(&cfg.data)?;
     if files.is_empty() {
@@ -161,45 +164,23 @@ pub fn make_plan(cfg: &ProducerConfig) -> Result<Plan, ProducerError> {
             "no Parquet files under the input paths".into(),
         ));
     }
-    let quarantine: PathBuf = cfg.run_dir.join("quarantine");
     let mut ids = IdRegistry::default();
     let mut plan = Plan {
         planned_by: cfg.producer_id.clone(),
         tasks: Vec::new(),
-        skip_rows: BTreeMap::new(),
-        valid_rows: 0,
-        rejected_rows: 0,
-        rejected_by_reason: BTreeMap::new(),
+        duplicate_rows: BTreeMap::new(),
+        rows: 0,
     };
     let mut groups = Vec::with_capacity(files.len());
     for file in &files {
         let name = file.display().to_string();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        for_each_chunk(
-            file,
-            cfg.validation,
-            &mut ids,
-            Some(&quarantine),
-            threads,
-            |chunk| {
-                plan.valid_rows += chunk.verdict.rows.len() as u64;
-                for (row, reason) in &chunk.verdict.rejected {
-                    plan.rejected_rows += 1;
-                    *plan
-                        .rejected_by_reason
-                        .entry(reason.as_str().to_owned())
-                        .or_insert(0) += 1;
-                    tracing::warn!(file = %name, row = chunk.first_row + *row as u64, %reason, "row rejected");
-                    if *reason == RejectReason::DuplicateId {
-                        plan.skip_rows
-                            .entry(name.clone())
-                            .or_default()
-                            .insert(chunk.first_row + *row as u64);
-                    }
-                }
-            },
-        )?;
-        groups.push((name, row_group_rows(file)?));
+        let pass = duplicate_ids(file, &mut ids)?;
+        if !pass.duplicates.is_empty() {
+            tracing::warn!(file = %name, rows = pass.duplicates.len(), "ids seen earlier in the dataset; those rows will be rejected");
+            plan.duplicate_rows.insert(name.clone(), pass.duplicates);
+        }
+        plan.rows += pass.row_groups.iter().sum::<u64>();
+        groups.push((name, pass.row_groups));
     }
     // Tasks: runs of consecutive row groups of at least `task_rows` rows, so
     // per-task costs (confirms, manifest sync, control message) stay small.

@@ -1,7 +1,9 @@
-//! One file task: its row group is read and validated, rows are bucketed
+//! One file task: its row groups are read and validated, rows are bucketed
 //! and built into batches on a blocking thread, and the batches are
 //! published through a confirm window as they come (bounded channel:
-//! memory stays flat whatever the row group size).
+//! memory stays flat whatever the row group size). The tasks of epoch 0
+//! count the rejected rows and quarantine them in the run directory (one
+//! file per task, rewritten whole when a task is redone).
 
 use std::collections::BTreeSet;
 
@@ -17,6 +19,9 @@ use pretext_ops::names;
 use tokio::sync::{mpsc, watch};
 
 use crate::plan::Plan;
+
+/// Where rejected rows go, under the run directory.
+pub const QUARANTINE_DIR: &str = "quarantine";
 use crate::{ProducerConfig, ProducerError};
 
 /// Counts of one task.
@@ -32,6 +37,15 @@ pub struct TaskStats {
     pub bytes: u64,
     /// Valid rows of other splits, not published.
     pub skipped_split_rows: u64,
+    /// Rows rejected by validation (counted by the tasks of epoch 0 only).
+    pub rejected_rows: u64,
+}
+
+/// What the builder thread counted besides the batches.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counted {
+    skipped_split_rows: u64,
+    rejected_rows: u64,
 }
 
 /// The confirmed result of a task.
@@ -64,9 +78,13 @@ pub async fn run_task(
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<TaskOutput>, ProducerError> {
     let (tx, mut rx) = mpsc::channel::<Built>(4);
-    let skip = plan.skip_rows.get(&task.file).cloned().unwrap_or_default();
+    let dups = plan
+        .duplicate_rows
+        .get(&task.file)
+        .cloned()
+        .unwrap_or_default();
     let (c, t) = (cfg.clone(), task.clone());
-    let builder = tokio::task::spawn_blocking(move || build_batches(&c, &skip, &t, &tx));
+    let builder = tokio::task::spawn_blocking(move || build_batches(&c, dups, &t, &tx));
     let mut entries = Vec::new();
     let mut stats = TaskStats::default();
     let mut stopped = false;
@@ -107,10 +125,11 @@ pub async fn run_task(
     // Stopping: closing the channel makes the builder's next send fail,
     // which ends it.
     drop(rx);
-    let skipped = builder
+    let counted = builder
         .await
         .map_err(|e| ProducerError::Config(format!("batch builder failed: {e}")))??;
-    stats.skipped_split_rows = skipped;
+    stats.skipped_split_rows = counted.skipped_split_rows;
+    stats.rejected_rows = counted.rejected_rows;
     publisher.flush().await?;
     if stopped {
         tracing::info!(task = %task.task_id, sent = entries.len(), "shutdown: task stopped, its sent batches confirmed");
@@ -121,23 +140,28 @@ pub async fn run_task(
     Ok(Some(TaskOutput { entries, stats }))
 }
 
-/// Reads the task's row group and sends its batches; returns the number of
-/// rows skipped because of their split.
+/// Reads the task's row groups and sends their batches; `dups` are the
+/// file's rows that the plan found to repeat an earlier id. Returns the rows
+/// skipped because of their split and, at epoch 0, the rows rejected (which
+/// are then also quarantined).
 fn build_batches(
     cfg: &ProducerConfig,
-    skip: &BTreeSet<u64>,
+    dups: BTreeSet<u64>,
     task: &FileTask,
     tx: &mpsc::Sender<Built>,
-) -> Result<u64, ProducerError> {
+) -> Result<Counted, ProducerError> {
+    let first_epoch = task.epoch == 0;
+    let quarantine = cfg.run_dir.join(QUARANTINE_DIR);
     let mut reader = ValidatingReader::open(
         std::path::Path::new(&task.file),
         cfg.validation,
         Some(task.row_groups.clone()),
-        None,
-    )?;
+        first_epoch.then_some(quarantine.as_path()),
+    )?
+    .with_duplicates(dups);
     let mut ids = IdRegistry::default();
     let mut bucketer: Bucketer<BatchRow> = Bucketer::new(cfg.buckets.clone());
-    let mut skipped = 0;
+    let mut counted = Counted::default();
     let emit = |l: usize, rows: Vec<BatchRow>| -> bool {
         let batch = Batch::build(cfg.task, &cfg.mask, task.epoch, l, &rows);
         let (id, headers, stats) = (
@@ -154,12 +178,15 @@ fn build_batches(
         tx.blocking_send(built).is_ok()
     };
     while let Some(chunk) = reader.next_chunk(&mut ids)? {
-        for row in chunk.verdict.rows {
-            if skip.contains(&(chunk.first_row + row.index as u64)) {
-                continue;
+        if first_epoch {
+            for (row, reason) in &chunk.verdict.rejected {
+                tracing::warn!(file = %task.file, row = chunk.first_row + *row as u64, %reason, "row rejected");
             }
+            counted.rejected_rows += chunk.verdict.rejected.len() as u64;
+        }
+        for row in chunk.verdict.rows {
             if !cfg.splits.contains(&row.split) {
-                skipped += 1;
+                counted.skipped_split_rows += 1;
                 continue;
             }
             let label = match row.label {
@@ -177,7 +204,7 @@ fn build_batches(
             ) {
                 Ok(Some((l, rows))) => {
                     if !emit(l, rows) {
-                        return Ok(skipped); // the publisher stopped; its error is reported there
+                        return Ok(counted); // the publisher stopped; its error is reported there
                     }
                 }
                 Ok(None) => {}
@@ -196,7 +223,7 @@ fn build_batches(
             break;
         }
     }
-    Ok(skipped)
+    Ok(counted)
 }
 
 /// A progress bar over file tasks, drawn only on a terminal.

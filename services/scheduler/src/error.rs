@@ -62,14 +62,9 @@ pub enum SchedulerError {
         /// The cause.
         source: std::io::Error,
     },
-    /// Reading or writing Parquet (the replay sample) failed.
-    #[error("{}: {source}", path.display())]
-    Parquet {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: parquet::errors::ParquetError,
-    },
+    /// Writing the replay sample failed.
+    #[error("replay sample: {0}")]
+    Sample(#[from] pretext_core::sample::SampleError),
     /// Reading the rows of registered files failed.
     #[error(transparent)]
     Input(#[from] pretext_core::input::InputError),

@@ -18,14 +18,9 @@
 use std::path::{Path, PathBuf};
 
 use pretext_core::bucket::{BucketConfig, geometric_edges};
-use pretext_core::input::{discover, for_each_chunk};
-use pretext_core::split::Split;
-use pretext_core::synth::{SynthRow, schema, to_record_batch};
+use pretext_core::sample::write_train_sample;
 use pretext_core::task::Task;
-use pretext_core::validate::IdRegistry;
-use pretext_finetune::{
-    ClassMetrics, Example, FinetuneConfig, LabeledData, Pretrained, stratified_subset,
-};
+use pretext_finetune::{ClassMetrics, Example, FinetuneConfig, LabeledData, Pretrained};
 use pretext_model::checkpoint::MODEL_FILE;
 use pretext_model::heads::Classifier;
 use pretext_model::tch::Device;
@@ -382,55 +377,13 @@ fn write_replay(
     if paths.is_empty() || cfg.replay_fraction <= 0.0 {
         return Ok(0);
     }
-    let mut rows = Vec::new();
-    let mut ids = IdRegistry::default();
-    for f in discover(&paths)? {
-        for_each_chunk(&f, cfg.validation, &mut ids, None, 2, |c| {
-            rows.extend(
-                c.verdict
-                    .rows
-                    .into_iter()
-                    .filter(|r| r.split == Split::Train),
-            );
-        })?;
-    }
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let keep = stratified_subset(
-        rows.iter().map(|r| (r.id.as_str(), 0)),
+    Ok(write_train_sample(
+        &paths,
+        cfg.validation,
         cfg.replay_fraction,
         run as u64,
-    );
-    let out: Vec<SynthRow> = keep
-        .into_iter()
-        .map(|i| SynthRow {
-            id: rows[i].id.clone(),
-            values: rows[i].values.clone(),
-            class: 0,
-            labeled: false,
-            split: Split::Train,
-        })
-        .collect();
-    std::fs::create_dir_all(dir).map_err(SchedulerError::io("create", dir))?;
-    let tmp = dir.join(format!(".{REPLAY_FILE}.tmp"));
-    let target = dir.join(REPLAY_FILE);
-    let perr = |source| SchedulerError::Parquet {
-        path: tmp.clone(),
-        source,
-    };
-    let file = std::fs::File::create(&tmp).map_err(SchedulerError::io("create", &tmp))?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(64))
-        .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema(), Some(props)).map_err(perr)?;
-    for chunk in out.chunks(64) {
-        w.write(&to_record_batch(chunk)).map_err(perr)?;
-    }
-    let file = w.into_inner().map_err(perr)?;
-    file.sync_all().map_err(SchedulerError::io("fsync", &tmp))?;
-    std::fs::rename(&tmp, &target).map_err(SchedulerError::io("rename", &tmp))?;
-    Ok(out.len())
+        &dir.join(REPLAY_FILE),
+    )?)
 }
 
 #[cfg(test)]

@@ -133,6 +133,10 @@ pub struct BuildArgs {
     /// Repetitions (the best is reported).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Builder threads of the parallel pass (default: every core); a
+    /// one-thread pass is always timed beside it.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Runs a benchmark and prints one JSON object.
@@ -161,6 +165,63 @@ fn load(paths: &[PathBuf]) -> anyhow::Result<Vec<BatchRow>> {
     Ok(rows)
 }
 
+/// What one timed pass of batch building produced.
+#[derive(Clone, Copy, Default)]
+struct BuildPass {
+    batches: u64,
+    bytes: u64,
+    padded: u64,
+}
+
+/// Buckets `rows` in arrival order, then builds and encodes every batch on
+/// `threads` threads (each takes the next batch as it finishes one, as the
+/// producer's concurrent tasks do).
+fn build_pass(
+    rows: &[BatchRow],
+    cfg: &BucketConfig,
+    mask: &MaskConfig,
+    threads: usize,
+) -> anyhow::Result<BuildPass> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut bucketer = Bucketer::new(cfg.clone());
+    let mut groups = Vec::new();
+    for r in rows {
+        if let Some(g) = bucketer
+            .push(r.values.len(), r)
+            .map_err(|_| anyhow::anyhow!("row too long"))?
+        {
+            groups.push(g);
+        }
+    }
+    groups.extend(bucketer.flush());
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut pass = BuildPass::default();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((l, rs)) = groups.get(i) else {
+                return pass;
+            };
+            let b = Batch::build(Task::Masked, mask, 0, *l, rs);
+            pass.padded += b.stats().padded_tokens;
+            pass.bytes += b.into_encoded(None).len() as u64;
+            pass.batches += 1;
+        }
+    };
+    let passes: Vec<BuildPass> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(work)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("builder thread"))
+            .collect()
+    });
+    Ok(passes.iter().fold(BuildPass::default(), |a, p| BuildPass {
+        batches: a.batches + p.batches,
+        bytes: a.bytes + p.bytes,
+        padded: a.padded + p.padded,
+    }))
+}
+
 fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let rows = load(&a.data)?;
     let tokens: u64 = rows.iter().map(|r| r.values.len() as u64).sum();
@@ -169,32 +230,33 @@ fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         ..BucketConfig::default()
     };
     let mask = MaskConfig::default();
-    let mut best = f64::INFINITY;
-    let (mut batches, mut bytes, mut padded) = (0u64, 0u64, 0u64);
-    for _ in 0..a.repeat {
-        let t0 = Instant::now();
-        (batches, bytes, padded) = (0, 0, 0);
-        let mut bucketer = Bucketer::new(cfg.clone());
-        let mut emit = |l: usize, rs: Vec<&BatchRow>| {
-            let b = Batch::build(Task::Masked, &mask, 0, l, &rs);
-            padded += b.stats().padded_tokens;
-            let enc = b.into_encoded(None);
-            batches += 1;
-            bytes += enc.len() as u64;
-        };
-        for r in &rows {
-            if let Some((l, rs)) = bucketer
-                .push(r.values.len(), r)
-                .map_err(|_| anyhow::anyhow!("row too long"))?
-            {
-                emit(l, rs);
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    // Best of `repeat`, on one thread and on `threads`.
+    let timed = |n: usize| -> anyhow::Result<(f64, BuildPass)> {
+        let mut best = (f64::INFINITY, BuildPass::default());
+        for _ in 0..a.repeat {
+            let t0 = Instant::now();
+            let pass = build_pass(&rows, &cfg, &mask, n)?;
+            let dt = t0.elapsed().as_secs_f64();
+            if dt < best.0 {
+                best = (dt, pass);
             }
         }
-        for (l, rs) in bucketer.flush() {
-            emit(l, rs);
-        }
-        best = best.min(t0.elapsed().as_secs_f64());
-    }
+        Ok(best)
+    };
+    let (one_s, one) = timed(1)?;
+    let (best, pass) = timed(threads)?;
+    anyhow::ensure!(
+        (one.batches, one.bytes) == (pass.batches, pass.bytes),
+        "one thread and {threads} threads built different batches"
+    );
+    let BuildPass {
+        batches,
+        bytes,
+        padded,
+    } = pass;
     // Random batching: arrival order, each batch padded to its longest row.
     let mut order: Vec<usize> = rows.iter().map(|r| r.values.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
@@ -214,6 +276,9 @@ fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
         "tokens": tokens,
         "seconds": best,
         "tokens_per_s": tokens as f64 / best,
+        "threads": threads,
+        "seconds_1thread": one_s,
+        "tokens_per_s_1thread": tokens as f64 / one_s,
         "batches": batches,
         "bytes": bytes,
         "buckets": cfg.edges.len(),

@@ -15,14 +15,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pretext_core::bucket::BucketConfig;
-use pretext_core::input::{discover, for_each_chunk};
-use pretext_core::split::Split;
-use pretext_core::synth::{SynthRow, to_record_batch};
+use pretext_core::sample::write_train_sample;
 use pretext_core::task::Task;
-use pretext_core::validate::{IdRegistry, ValidationConfig};
-use pretext_finetune::{
-    FinetuneConfig, FinetuneReport, LabeledData, LengthBand, Pretrained, stratified_subset,
-};
+use pretext_core::validate::ValidationConfig;
+use pretext_finetune::{FinetuneConfig, FinetuneReport, LabeledData, LengthBand, Pretrained};
 use pretext_model::{AdamWConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
@@ -289,7 +285,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             args.data.clone()
         } else {
             let dir = runs.join(format!("pretrain-data-{:.0}", 100.0 * pf));
-            let n = write_train_subset(&args.data, vcfg, pf, &dir)?;
+            // A `pf` fraction of the train rows (labeled and unlabeled,
+            // drawn by the same id hash as the labeled subsets), labels dropped.
+            let n = write_train_sample(&args.data, vcfg, pf, 0, &dir.join("part-00000.parquet"))?;
             println!(
                 "pretraining data {:.0}%: {n} train rows in {}",
                 100.0 * pf,
@@ -573,52 +571,6 @@ fn finished_run(dir: &Path) -> Option<u64> {
 
 fn min_fraction(f: &[f64]) -> f64 {
     f.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-/// Writes a `pf` fraction of the `train` rows (labeled and unlabeled; drawn
-/// by the same id hash as the labeled subsets) as one Parquet file, labels
-/// dropped: what pretraining on less data reads.
-fn write_train_subset(
-    data: &[PathBuf],
-    vcfg: ValidationConfig,
-    pf: f64,
-    dir: &Path,
-) -> anyhow::Result<usize> {
-    let mut rows = Vec::new();
-    let mut ids = IdRegistry::default();
-    for f in discover(data)? {
-        for_each_chunk(&f, vcfg, &mut ids, None, 2, |c| {
-            rows.extend(
-                c.verdict
-                    .rows
-                    .into_iter()
-                    .filter(|r| r.split == Split::Train),
-            );
-        })?;
-    }
-    let keep = stratified_subset(rows.iter().map(|r| (r.id.as_str(), 0)), pf, 0);
-    let out: Vec<SynthRow> = keep
-        .into_iter()
-        .map(|i| SynthRow {
-            id: rows[i].id.clone(),
-            values: rows[i].values.clone(),
-            class: 0,
-            labeled: false,
-            split: Split::Train,
-        })
-        .collect();
-    std::fs::create_dir_all(dir)?;
-    let file = std::fs::File::create(dir.join("part-00000.parquet"))?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_max_row_group_row_count(Some(64))
-        .build();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(file, pretext_core::synth::schema(), Some(props))?;
-    for chunk in out.chunks(64) {
-        w.write(&to_record_batch(chunk))?;
-    }
-    w.close()?;
-    Ok(out.len())
 }
 
 /// Mean and sample standard deviation.
