@@ -8,4 +8,5 @@ py=.venv/bin/python
 $py bench/validate_bench.py "$bin"
 file=$(ls -d bench/out/validate-*/part-00000.parquet | head -1)
 $py bench/build_bench.py "$bin" "$file"
+$py bench/publish_bench.py "$(dirname "$bin")" "$file"
 $py bench/train_bench.py "$bin" --threads 1

@@ -100,6 +100,22 @@ fn pretext_services() -> Vec<(String, &'static Value)> {
     out
 }
 
+/// The `pretext` arguments a service runs: its command, or for the lean
+/// producer (entrypoint `pretext-produce`, built from the same `produce`
+/// arguments, see crates/cli) `produce` followed by its command.
+fn pretext_command(name: &str, svc: &Value) -> Vec<String> {
+    let command = strings(&svc["command"]);
+    match strings(&svc["entrypoint"]).as_slice() {
+        [] => command,
+        [e] if e == "pretext-produce" => {
+            let mut c = vec!["produce".to_owned()];
+            c.extend(command);
+            c
+        }
+        other => panic!("{name}: unexpected entrypoint {other:?}"),
+    }
+}
+
 fn pretext(args: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pretext"))
         .args(args)
@@ -184,7 +200,7 @@ fn every_service_runs_a_real_subcommand_with_flags_and_variables_it_accepts() {
     let global = env_flags(None);
     let credentials = [USER_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV];
     for (name, svc) in pretext_services() {
-        let command = strings(&svc["command"]);
+        let command = pretext_command(&name, svc);
         let sub = command
             .first()
             .unwrap_or_else(|| panic!("{name}: no command"));

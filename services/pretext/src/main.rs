@@ -62,7 +62,7 @@ fn main() -> std::process::ExitCode {
     } else {
         "info"
     };
-    init_tracing(cli.log_json, default_level);
+    pretext_cli::init_tracing(cli.log_json, default_level);
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::GenData(a) => cmd::gen_data::run(a),
@@ -91,19 +91,5 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(json: bool, default_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("PRETEXT_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

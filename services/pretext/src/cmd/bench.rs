@@ -31,6 +31,25 @@ pub enum Bench {
     /// Parquet → broker with confirms, against the broker's ceiling:
     /// pre-built payloads of the same size and count, same confirm window.
     Publish(PublishArgs),
+    /// Consumes and acks a namespace's batch queue until SIGTERM or SIGINT,
+    /// then deletes the namespace: lets another process publish more than
+    /// the queue bound (for peak-memory runs of a producer on big inputs).
+    Drain(DrainArgs),
+}
+
+/// Arguments of `pretext bench drain`.
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// Broker URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub broker: String,
+    /// Namespace whose batch queue to drain.
+    #[arg(long)]
+    pub ns: String,
 }
 
 /// Arguments of `pretext bench train`.
@@ -119,6 +138,15 @@ pub struct PublishArgs {
     /// bound pass through (for peak-memory runs on big files).
     #[arg(long)]
     pub drain: bool,
+    /// File tasks the producer works on at once (default: the producer's).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Rows per file task (default: the producer's).
+    #[arg(long)]
+    pub task_rows: Option<usize>,
+    /// Rounds (producer, then ceiling); the best of each is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
 }
 
 /// Arguments of `pretext bench build`.
@@ -146,6 +174,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
         Bench::Train(a) => train(a),
         Bench::Collective(a) => collective(a),
         Bench::Publish(a) => tokio::runtime::Runtime::new()?.block_on(publish(a)),
+        Bench::Drain(a) => tokio::runtime::Runtime::new()?.block_on(drain_until_signal(a)),
     }
 }
 
@@ -290,19 +319,31 @@ fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
-    use pretext_mq::{OutMessage, RabbitConfig, Topology};
-    let transport = pretext_mq::connect(&a.broker, RabbitConfig::default()).await?;
+/// One timed producer run and one ceiling run after it.
+struct PublishRound {
+    summary: pretext_producer::ProducerSummary,
+    produce_s: f64,
+    ceiling_s: f64,
+}
+
+async fn publish_round(
+    a: &PublishArgs,
+    transport: &pretext_mq::SharedTransport,
+    round: usize,
+) -> anyhow::Result<PublishRound> {
+    use pretext_mq::{OutMessage, Topology};
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    let run_dir = std::env::temp_dir().join(format!("pretext-bench-publish-{stamp}"));
-    let ns = format!("bench-{stamp}");
+    let run_dir = std::env::temp_dir().join(format!("pretext-bench-publish-{stamp}-{round}"));
+    let ns = format!("bench-{stamp}-{round}");
     let mut cfg =
         pretext_producer::ProducerConfig::new(a.data.clone(), Task::Masked, &ns, run_dir.clone());
     cfg.buckets.max_tokens = a.max_tokens;
+    cfg.concurrency = a.concurrency.unwrap_or(cfg.concurrency);
+    cfg.task_rows = a.task_rows.unwrap_or(cfg.task_rows);
     let drainer = if a.drain {
-        Some(drain(&transport, &ns).await?)
+        Some(drain(transport, &ns).await?)
     } else {
         None
     };
@@ -312,15 +353,16 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = drainer {
         d.abort();
     }
-    Topology::new(&ns).delete(&*transport).await?;
+    Topology::new(&ns).delete(&**transport).await?;
+    let _ = std::fs::remove_dir_all(&run_dir);
     // Ceiling: the same number of messages of the same mean size.
     let ceil_ns = format!("{ns}-ceiling");
     let topo = Topology::new(&ceil_ns);
-    topo.declare(&*transport).await?;
+    topo.declare(&**transport).await?;
     let size = (summary.bytes / summary.batches.max(1)) as usize;
     let payload = bytes::Bytes::from(vec![7u8; size]);
     let drainer = if a.drain {
-        Some(drain(&transport, &ceil_ns).await?)
+        Some(drain(transport, &ceil_ns).await?)
     } else {
         None
     };
@@ -335,10 +377,37 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = drainer {
         d.abort();
     }
-    topo.delete(&*transport).await?;
-    let _ = std::fs::remove_dir_all(&run_dir);
+    topo.delete(&**transport).await?;
+    Ok(PublishRound {
+        summary,
+        produce_s,
+        ceiling_s,
+    })
+}
+
+async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
+    let transport = pretext_mq::connect(&a.broker, pretext_mq::RabbitConfig::default()).await?;
+    let mut rounds = Vec::new();
+    for round in 0..a.repeat.max(1) {
+        let r = publish_round(&a, &transport, round).await?;
+        eprintln!(
+            "round {round}: produce {:.3} s, ceiling {:.3} s",
+            r.produce_s, r.ceiling_s
+        );
+        rounds.push(r);
+    }
+    let produce_s = rounds
+        .iter()
+        .map(|r| r.produce_s)
+        .fold(f64::INFINITY, f64::min);
+    let ceiling_s = rounds
+        .iter()
+        .map(|r| r.ceiling_s)
+        .fold(f64::INFINITY, f64::min);
+    let summary = &rounds[0].summary;
     let mb = summary.bytes as f64 / 1e6;
     let doc = json!({
+        "rounds": rounds.len(),
         "batches": summary.batches,
         "tokens": summary.tokens,
         "megabytes": mb,
@@ -349,6 +418,8 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         "ceiling_mb_per_s": mb / ceiling_s,
         "fraction_of_ceiling": ceiling_s / produce_s,
         "padded_fraction": summary.padded_fraction(),
+        "produce_seconds_each": rounds.iter().map(|r| r.produce_s).collect::<Vec<_>>(),
+        "ceiling_seconds_each": rounds.iter().map(|r| r.ceiling_s).collect::<Vec<_>>(),
     });
     println!("{doc}");
     Ok(ExitCode::SUCCESS)
@@ -445,6 +516,16 @@ fn tch_threads(n: i32) {
 }
 
 /// Consumes and acks everything published to `{ns}.pretrain` until aborted.
+async fn drain_until_signal(a: DrainArgs) -> anyhow::Result<ExitCode> {
+    let transport = pretext_mq::connect(&a.broker, pretext_mq::RabbitConfig::default()).await?;
+    let drainer = drain(&transport, &a.ns).await?;
+    println!("draining {}", pretext_mq::Topology::new(&a.ns).pretrain());
+    super::shutdown_on_signal(None).await;
+    drainer.abort();
+    pretext_mq::Topology::new(&a.ns).delete(&*transport).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn drain(
     transport: &pretext_mq::SharedTransport,
     ns: &str,

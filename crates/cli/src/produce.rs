@@ -1,0 +1,97 @@
+//! `pretext produce` (and `pretext-produce`): one producer service process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use pretext_core::split::Split;
+use pretext_core::task::Task;
+use pretext_producer::{ProducerConfig, run};
+
+use crate::{BrokerArgs, LimitArgs, MetricsArgs, shutdown_on_signal};
+
+/// Arguments of `pretext produce`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Parquet files or directories.
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Targets to build.
+    #[arg(long, default_value = "masked")]
+    pub task: Task,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Run directory shared with the trainers (plan, manifests, quarantine).
+    #[arg(long, env = "PRETEXT_RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Epochs (each with fresh masks).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    /// Seed of the masks.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Splits to publish (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "train")]
+    pub splits: Vec<Split>,
+    /// Token budget per batch (rows × bucket length).
+    #[arg(long, default_value_t = 65_536)]
+    pub max_tokens: usize,
+    /// Mean span of masked spans (1 = single positions).
+    #[arg(long, default_value_t = 1.0)]
+    pub mean_span: f64,
+    /// Masking rate.
+    #[arg(long, default_value_t = 0.15)]
+    pub mask_rate: f64,
+    /// Producer id (names its manifest); default `<host>-<pid>`.
+    #[arg(long, env = "PRETEXT_PRODUCER_ID")]
+    pub producer_id: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Seconds a SIGTERM waits for the tasks in hand to stop cleanly
+    /// (confirms of what was sent awaited, tasks requeued).
+    #[arg(long, env = "PRETEXT_SHUTDOWN_GRACE", default_value_t = pretext_producer::config::DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+impl Args {
+    /// The producer config these flags give.
+    pub fn config(&self) -> ProducerConfig {
+        let mut c = ProducerConfig::new(
+            self.data.clone(),
+            self.task,
+            &self.broker.ns,
+            self.run_dir.clone(),
+        );
+        c.epochs = self.epochs;
+        c.splits = self.splits.clone();
+        c.mask.seed = self.seed;
+        c.mask.mean_span = self.mean_span;
+        c.mask.rate = self.mask_rate;
+        c.buckets.max_tokens = self.max_tokens;
+        c.validation = self.limits.config();
+        c.shutdown_grace_secs = self.shutdown_grace;
+        c.topology = self.broker.topology();
+        if let Some(id) = &self.producer_id {
+            c.producer_id = id.clone();
+        }
+        c
+    }
+}
+
+/// Runs the producer until the work is done or a signal arrives (SIGTERM:
+/// confirms of what was sent are awaited, tasks in hand requeued, exit 0).
+pub fn run_cmd(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let server = args.metrics.start("producer").await?;
+        let shutdown = shutdown_on_signal(server.as_ref());
+        let transport = args.broker.connect().await?;
+        let summary = run(args.config(), transport, shutdown)
+            .await
+            .context("producer failed")?;
+        println!("{}", summary.line());
+        Ok(ExitCode::SUCCESS)
+    })
+}
