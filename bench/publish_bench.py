@@ -67,6 +67,8 @@ def main():
         print(f"| producer | {r['produce_seconds']:.3f} | {r['produce_mb_per_s']:.0f} | "
               f"{r['produce_tokens_per_s']/1e6:.1f}M |")
         print(f"| ceiling (pre-built payloads) | {r['ceiling_seconds']:.3f} | {r['ceiling_mb_per_s']:.0f} | |")
+        print(f"| producer alone (in-process transport) | {r['alone_seconds']:.3f} | {r['alone_mb_per_s']:.0f} | "
+              f"{r['alone_tokens_per_s']/1e6:.1f}M |")
         print(f"share of the ceiling: {r['fraction_of_ceiling']:.1%}")
     dt, rss, line = peak_memory(a.bin_dir, a.file)
     doc["memory"] = {"seconds": dt, "peak_rss_mb": rss, "summary": line}

@@ -319,11 +319,31 @@ fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One timed producer run and one ceiling run after it.
+/// One timed producer run, the ceiling run after it, and the producer on
+/// the in-process transport (its own speed, with no broker beside it).
 struct PublishRound {
     summary: pretext_producer::ProducerSummary,
     produce_s: f64,
     ceiling_s: f64,
+    alone_s: f64,
+}
+
+/// The producer of `bench publish`: defaults, but for the flags given.
+fn producer_config(
+    a: &PublishArgs,
+    ns: &str,
+    run_dir: &std::path::Path,
+) -> pretext_producer::ProducerConfig {
+    let mut cfg = pretext_producer::ProducerConfig::new(
+        a.data.clone(),
+        Task::Masked,
+        ns,
+        run_dir.to_path_buf(),
+    );
+    cfg.buckets.max_tokens = a.max_tokens;
+    cfg.concurrency = a.concurrency.unwrap_or(cfg.concurrency);
+    cfg.task_rows = a.task_rows.unwrap_or(cfg.task_rows);
+    cfg
 }
 
 async fn publish_round(
@@ -337,11 +357,7 @@ async fn publish_round(
         .as_millis();
     let run_dir = std::env::temp_dir().join(format!("pretext-bench-publish-{stamp}-{round}"));
     let ns = format!("bench-{stamp}-{round}");
-    let mut cfg =
-        pretext_producer::ProducerConfig::new(a.data.clone(), Task::Masked, &ns, run_dir.clone());
-    cfg.buckets.max_tokens = a.max_tokens;
-    cfg.concurrency = a.concurrency.unwrap_or(cfg.concurrency);
-    cfg.task_rows = a.task_rows.unwrap_or(cfg.task_rows);
+    let cfg = producer_config(a, &ns, &run_dir);
     let drainer = if a.drain {
         Some(drain(transport, &ns).await?)
     } else {
@@ -378,10 +394,22 @@ async fn publish_round(
         d.abort();
     }
     topo.delete(&**transport).await?;
+    // The producer alone: the same run on the in-process transport.
+    let memory = pretext_mq::connect("memory", pretext_mq::RabbitConfig::default()).await?;
+    let cfg = producer_config(a, &ns, &run_dir);
+    let t0 = Instant::now();
+    let alone = pretext_producer::run(cfg, memory, std::future::pending()).await?;
+    let alone_s = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&run_dir);
+    anyhow::ensure!(
+        alone.batches == summary.batches,
+        "the in-process run built another batch count"
+    );
     Ok(PublishRound {
         summary,
         produce_s,
         ceiling_s,
+        alone_s,
     })
 }
 
@@ -391,8 +419,8 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     for round in 0..a.repeat.max(1) {
         let r = publish_round(&a, &transport, round).await?;
         eprintln!(
-            "round {round}: produce {:.3} s, ceiling {:.3} s",
-            r.produce_s, r.ceiling_s
+            "round {round}: produce {:.3} s, ceiling {:.3} s, producer alone {:.3} s",
+            r.produce_s, r.ceiling_s, r.alone_s
         );
         rounds.push(r);
     }
@@ -403,6 +431,10 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
     let ceiling_s = rounds
         .iter()
         .map(|r| r.ceiling_s)
+        .fold(f64::INFINITY, f64::min);
+    let alone_s = rounds
+        .iter()
+        .map(|r| r.alone_s)
         .fold(f64::INFINITY, f64::min);
     let summary = &rounds[0].summary;
     let mb = summary.bytes as f64 / 1e6;
@@ -417,6 +449,9 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         "ceiling_seconds": ceiling_s,
         "ceiling_mb_per_s": mb / ceiling_s,
         "fraction_of_ceiling": ceiling_s / produce_s,
+        "alone_seconds": alone_s,
+        "alone_mb_per_s": mb / alone_s,
+        "alone_tokens_per_s": summary.tokens as f64 / alone_s,
         "padded_fraction": summary.padded_fraction(),
         "produce_seconds_each": rounds.iter().map(|r| r.produce_s).collect::<Vec<_>>(),
         "ceiling_seconds_each": rounds.iter().map(|r| r.ceiling_s).collect::<Vec<_>>(),
