@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,18 @@ char* dup_message(const std::string& s) {
     std::memcpy(out, s.c_str(), s.size() + 1);
   }
   return out;
+}
+
+// Enqueueing a collective records it in c10d's process-wide flight recorder,
+// whose map insertions race when two groups of one process enqueue at the
+// same time (seen as a SIGSEGV in std::_Rb_tree_insert_and_rebalance under
+// FlightRecorder::recordWithResetEnabled, with two ranks as threads of one
+// test process). Enqueues take this lock; waiting for the work does not, so
+// ranks in one process still meet in their collectives. One rank per
+// process, as in every real run, never contends for it.
+std::mutex& enqueue_lock() {
+  static std::mutex m;
+  return m;
 }
 
 // Runs f, turning any exception into *err and a false return.
@@ -232,6 +245,7 @@ int pd_group_allreduce_sum(pd_group* g, const void* const* tensors, size_t n, ch
       std::vector<at::Tensor> one{t};
       c10d::AllreduceOptions opts;
       opts.reduceOp = c10d::ReduceOp::SUM;
+      std::lock_guard<std::mutex> lock(enqueue_lock());
       works.push_back(g->backend->allreduce(one, opts));
     }
     wait_all(works);
@@ -250,6 +264,7 @@ int pd_group_broadcast(pd_group* g, const void* const* tensors, size_t n, int ro
       c10d::BroadcastOptions opts;
       opts.rootRank = root;
       opts.rootTensor = 0;
+      std::lock_guard<std::mutex> lock(enqueue_lock());
       works.push_back(g->backend->broadcast(one, opts));
     }
     wait_all(works);
@@ -259,7 +274,12 @@ int pd_group_broadcast(pd_group* g, const void* const* tensors, size_t n, int ro
 int pd_group_barrier(pd_group* g, char** err) {
   return guarded(err, [&] {
     c10d::BarrierOptions opts;
-    g->backend->barrier(opts)->wait();
+    c10::intrusive_ptr<c10d::Work> work;
+    {
+      std::lock_guard<std::mutex> lock(enqueue_lock());
+      work = g->backend->barrier(opts);
+    }
+    work->wait();
   });
 }
 

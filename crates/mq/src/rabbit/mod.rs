@@ -39,6 +39,14 @@ use std::time::Duration;
 pub use tls::CA_FILE_ENV;
 use tokio::sync::Semaphore;
 
+/// How long a declare answered 404 is retried: the queue exists but is not
+/// running yet, as quorum queues are for a moment after a broker restart.
+const RECOVERING_QUEUE: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(2),
+    deadline: Some(Duration::from_secs(30)),
+};
+
 /// Settings of a [`RabbitTransport`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -192,11 +200,28 @@ impl Transport for RabbitTransport {
         spec.validate()?;
         let name = convert::short("queue name", &spec.name)?;
         let arguments = convert::queue_arguments(spec)?;
-        self.inner
-            .admin("queue.declare", &spec.name, |channel| async move {
-                link::queue_declare(&channel, name, arguments).await
-            })
-            .await?;
+        // A declare answered 404 names a queue that exists but whose process
+        // is not running yet: a quorum queue still recovering after a broker
+        // restart. Declare again for a while before giving up.
+        let mut recovering = RECOVERING_QUEUE.start();
+        loop {
+            let (name, arguments) = (name.clone(), arguments.clone());
+            let declared = self
+                .inner
+                .admin("queue.declare", &spec.name, |channel| async move {
+                    link::queue_declare(&channel, name, arguments).await
+                })
+                .await;
+            match declared {
+                Err(MqError::QueueNotFound { .. }) if recovering.wait().await.is_ok() => {
+                    tracing::debug!(queue = %spec.name, "queue not running yet (recovering after a restart?); declaring again");
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         self.inner.declared.add_queue(spec);
         Ok(())
     }
