@@ -16,9 +16,6 @@ use serde::de::DeserializeOwned;
 
 use super::{BrokerArgs, MetricsArgs, shutdown_on_signal};
 
-/// How long a stopped trainer waits for leftover runtime work before exiting.
-const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Arguments of `pretext train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -226,12 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pretext_trainer::run(config, shutdown)
             .await
             .context("trainer failed")
-    });
-    // Everything that matters is durable by now (checkpoint, acks); a
-    // blocking task still running (a prefetch decode, a closing connection)
-    // must not hold the exit.
-    rt.shutdown_timeout(EXIT_GRACE);
-    let summary = summary?;
+    })?;
     if summary.world_size > 1 {
         print!(
             "rank {}/{} (all-reduce {:.3} s): ",
