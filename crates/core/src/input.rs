@@ -16,6 +16,8 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 
+use crate::listcol::{ListColumn, ListRows};
+
 use crate::validate::{
     BatchVerdict, ColumnLayout, IdRegistry, RejectReason, SchemaError, ValidationConfig,
     validate_batch,
@@ -127,7 +129,7 @@ pub struct ValidatedChunk {
 /// and writing rejected rows to the quarantine file when one is configured.
 pub struct ValidatingReader {
     path: PathBuf,
-    reader: ParquetRecordBatchReader,
+    reader: Rows,
     layout: ColumnLayout,
     cfg: ValidationConfig,
     next_row: u64,
@@ -159,10 +161,10 @@ impl ValidatingReader {
             path: path.into(),
             source: e,
         };
-        let (mut builder, layout) = open_builder(path)?;
+        let (builder, layout) = open_builder(path)?;
         let mut next_row = 0;
         let mut part = None;
-        if let Some(groups) = row_groups {
+        if let Some(groups) = &row_groups {
             let md = builder.metadata();
             if let Some(&first) = groups.first() {
                 next_row = (0..first.min(md.num_row_groups()))
@@ -170,13 +172,9 @@ impl ValidatingReader {
                     .sum();
                 part = Some(first);
             }
-            builder = builder.with_row_groups(groups);
         }
         let schema = builder.schema().clone();
-        let reader = builder
-            .with_batch_size(READ_BATCH_ROWS)
-            .build()
-            .map_err(pq)?;
+        let reader = Rows::new(path, builder, &layout, row_groups).map_err(pq)?;
         let quarantine = quarantine_dir.map(|d| Quarantine::new(d, path, part, schema));
         Ok(Self {
             path: path.into(),
@@ -215,7 +213,7 @@ impl ValidatingReader {
         };
         let batch = batch.map_err(|e| InputError::Parquet {
             path: self.path.clone(),
-            source: e.into(),
+            source: e,
         })?;
         let first_row = self.next_row;
         self.next_row += batch.num_rows() as u64;
@@ -295,6 +293,7 @@ pub fn for_each_chunk(
     let threads = threads.clamp(1, groups.max(1));
     let mut quarantine =
         quarantine_dir.map(|d| Quarantine::new(d, path, None, meta.schema().clone()));
+    let layout_ref = &layout;
     std::thread::scope(|s| {
         let mut rxs = Vec::with_capacity(threads);
         for t in 0..threads {
@@ -308,14 +307,12 @@ pub fn for_each_chunk(
                             path: path.into(),
                             source: e,
                         })?;
+                        let builder =
+                            ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone());
                         let reader =
-                            ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
-                                .with_row_groups(vec![g])
-                                .with_batch_size(READ_BATCH_ROWS)
-                                .build()
-                                .map_err(pq)?;
+                            Rows::new(path, builder, layout_ref, Some(vec![g])).map_err(pq)?;
                         for b in reader {
-                            let b = b.map_err(|e| pq(e.into()))?;
+                            let b = b.map_err(pq)?;
                             if tx.send(Msg::Batch(b)).is_err() {
                                 return Ok(false);
                             }
@@ -362,6 +359,80 @@ pub fn for_each_chunk(
         }
         Ok(())
     })
+}
+
+/// Record batches of a file, [`READ_BATCH_ROWS`] at a time: the Arrow
+/// reader for every column but `values`, which the fast list decoder
+/// ([`crate::listcol`]) reads where its layout allows (the Arrow reader
+/// reads it otherwise). The batches are those the Arrow reader alone gives.
+struct Rows {
+    reader: ParquetRecordBatchReader,
+    /// Where `values` goes in each batch, and its decoder.
+    values: Option<(usize, Box<dyn ListRows>)>,
+    schema: SchemaRef,
+}
+
+impl Rows {
+    fn new(
+        path: &Path,
+        builder: ParquetRecordBatchReaderBuilder<File>,
+        layout: &ColumnLayout,
+        row_groups: Option<Vec<usize>>,
+    ) -> Result<Self, parquet::errors::ParquetError> {
+        let meta = builder.metadata().clone();
+        let schema = builder.schema().clone();
+        let groups = row_groups
+            .clone()
+            .unwrap_or_else(|| (0..meta.num_row_groups()).collect());
+        let col = layout.values_column();
+        let plan = ListColumn::plan(&meta, &schema, col, &groups);
+        let mut builder = builder.with_batch_size(READ_BATCH_ROWS);
+        if let Some(g) = row_groups {
+            builder = builder.with_row_groups(g);
+        }
+        let values = match plan {
+            Some(plan) => {
+                let others = (0..schema.fields().len()).filter(|&i| i != col);
+                let mask = ProjectionMask::roots(builder.parquet_schema(), others);
+                builder = builder.with_projection(mask);
+                let file = Arc::new(File::open(path)?);
+                Some((col, plan.decoder(file, meta, groups)))
+            }
+            None => None,
+        };
+        Ok(Self {
+            reader: builder.build()?,
+            values,
+            schema,
+        })
+    }
+}
+
+impl Iterator for Rows {
+    type Item = Result<RecordBatch, parquet::errors::ParquetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = match self.reader.next()? {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let Some((col, decoder)) = &mut self.values else {
+            return Some(Ok(batch));
+        };
+        let rows = batch.num_rows();
+        let joined = decoder.next_rows(rows).and_then(|values| {
+            if values.len() != rows {
+                return Err(parquet::errors::ParquetError::General(format!(
+                    "values column has {} rows where the others have {rows}",
+                    values.len()
+                )));
+            }
+            let mut cols = batch.columns().to_vec();
+            cols.insert(*col, values);
+            Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+        });
+        Some(joined)
+    }
 }
 
 /// A reader builder for `path` and the layout of its columns (the schema

@@ -4,6 +4,7 @@
 //! - [`validate`]: the row rules of the raw-input contract and their reasons.
 //! - [`input`]: streaming Parquet reader that validates row groups and
 //!   quarantines rejected rows; what every service uses on input.
+//! - [`listcol`]: the fast decoder of the `values` list column under [`input`].
 //! - [`manifest`]: producers' records of published batches, read by the audit.
 //! - [`report`]: per-file validation reports (`pretext validate`).
 //! - [`synth`]: the synthetic dataset of `pretext gen-data`.
@@ -25,6 +26,7 @@ pub mod floor;
 pub mod genomes;
 pub mod input;
 pub mod ipc_limit;
+pub mod listcol;
 pub mod manifest;
 pub mod report;
 pub mod sample;

@@ -179,6 +179,11 @@ impl ColumnLayout {
         self.id
     }
 
+    /// Index of the `values` column in the file's schema.
+    pub fn values_column(&self) -> usize {
+        self.values
+    }
+
     /// Checks a file schema against the contract.
     pub fn from_schema(schema: &Schema) -> Result<Self, SchemaError> {
         let find = |name: &'static str| schema.index_of(name).ok();
