@@ -130,7 +130,7 @@ async fn producer_killed_mid_file_and_restarted_publishes_every_batch_once() {
     let url = amqp_url();
     let dir = tempfile::tempdir().unwrap();
     let (data, run_dir) = (dir.path().join("data"), dir.path().join("run"));
-    dataset(&data, 400, 6000);
+    dataset(&data, 2000, 6000);
     let topology = Topology::new(support::unique_namespace("kill-producer"));
     let mut cleanup = Cleanup::new(&url, &topology);
     let transport = connect(&url).await;

@@ -200,6 +200,8 @@ struct Decoder<T: ArrowPrimitiveType> {
     small: Vec<u8>,
     /// Wider dictionary indices.
     wide: Vec<u32>,
+    /// Values per row seen so far (a capacity hint for the next call).
+    per_row: usize,
 }
 
 impl<T: Element> Decoder<T> {
@@ -219,6 +221,7 @@ impl<T: Element> Decoder<T> {
             page: PageData::default(),
             small: Vec::new(),
             wide: Vec::new(),
+            per_row: 0,
         }
     }
 
@@ -452,9 +455,11 @@ impl<N: Copy + Default> Building<N> {
 
 impl<T: Element> ListRows for Decoder<T> {
     fn next_rows(&mut self, n: usize) -> Result<ArrayRef> {
+        // Sized from the rows read so far: growing a buffer of a few
+        // hundred KiB by doubling costs copies and page faults.
         let mut b = Building {
             offsets: Vec::with_capacity(n + 1),
-            values: Vec::new(),
+            values: Vec::with_capacity(n.saturating_mul(self.per_row).saturating_add(n) / 8 * 9),
             rows: 0,
             item_valid: None,
             list_valid: None,
@@ -522,6 +527,9 @@ impl<T: Element> ListRows for Decoder<T> {
                     p.pos += 1;
                 }
             }
+        }
+        if let Some(per_row) = b.values.len().checked_div(b.rows) {
+            self.per_row = self.per_row.max(per_row);
         }
         let values = PrimitiveArray::<T>::new(
             ScalarBuffer::from(b.values),

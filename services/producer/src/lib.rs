@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use pretext_core::control::{ControlMessage, FileTask};
@@ -54,11 +54,13 @@ struct TaskContext {
 /// One delivery of `{ns}.files`, start to ack: the batches confirmed, the
 /// manifest synced, `TaskDone` on the control stream, then the ack. Returns
 /// the publisher for the next task, and `None` for a message that was not a
-/// task (dead-lettered).
+/// task (dead-lettered). `building` is released once every batch is sent,
+/// so that the next task builds while this one waits for its confirms.
 async fn process(
     ctx: Arc<TaskContext>,
     delivery: pretext_mq::Delivery,
     mut publisher: Box<dyn Publisher>,
+    building: OwnedSemaphorePermit,
 ) -> Worked {
     let task = match FileTask::from_bytes(delivery.body()) {
         Ok(t) => t,
@@ -70,7 +72,10 @@ async fn process(
         }
     };
     let stop = ctx.stop.clone();
-    let Some(done) = work::run_task(&ctx.cfg, &ctx.plan, &task, &mut publisher, stop).await? else {
+    let t0 = std::time::Instant::now();
+    let Some(done) =
+        work::run_task(&ctx.cfg, &ctx.plan, &task, &mut publisher, stop, building).await?
+    else {
         // Shutdown: what was sent is confirmed; the task goes back to the
         // queue for whichever producer runs next, which republishes it.
         if let Err(e) = delivery.nack_requeue().await {
@@ -78,6 +83,7 @@ async fn process(
         }
         return Ok((publisher, None));
     };
+    let sent_confirmed = t0.elapsed();
     ctx.manifest
         .lock()
         .expect("manifest lock")
@@ -98,10 +104,18 @@ async fn process(
             OutMessage::new(msg.message_id(), msg.to_bytes()),
         )
         .await?;
+    let recorded = t0.elapsed();
     if let Err(e) = delivery.ack().await {
         // The task comes back to someone; its redo republishes the same ids.
         tracing::warn!(task = %task.task_id, error = %e, "task ack failed; it will be redone");
     }
+    tracing::debug!(
+        task = %task.task_id,
+        sent_confirmed_ms = sent_confirmed.as_millis() as u64,
+        recorded_ms = recorded.as_millis() as u64,
+        acked_ms = t0.elapsed().as_millis() as u64,
+        "task done"
+    );
     Ok((publisher, Some(done)))
 }
 
@@ -213,24 +227,35 @@ pub async fn run(
         topo: topo.clone(),
         manifest: Mutex::new(manifest),
     });
-    // Several tasks at once: one builds batches on a blocking thread while
-    // another waits for confirms. Each owns a publisher while it runs.
+    // Up to `concurrency` tasks build batches at once, each on a blocking
+    // thread; a task that has sent everything gives its building slot to
+    // the next while it waits for its confirms. Each running task owns a
+    // publisher (made when none is free), so at most twice `concurrency`
+    // tasks are in hand: the prefetch of the files queue.
     let concurrency = cfg.concurrency.max(1);
-    let mut publishers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        publishers.push(transport.publisher(&topo.pretrain()).await?);
-    }
+    let building = Arc::new(Semaphore::new(concurrency));
+    let mut slot: Option<OwnedSemaphorePermit> = None;
+    let mut publishers: Vec<Box<dyn Publisher>> = Vec::with_capacity(2 * concurrency);
     let mut tasks = transport
         .consume(
             &topo.files(),
             ConsumeOptions {
-                prefetch: concurrency as u16,
+                prefetch: (2 * concurrency) as u16,
             },
         )
         .await?;
     let progress = work::progress_bar(shared.plan.tasks.len() as u64);
     let mut running: JoinSet<Worked> = JoinSet::new();
     let mut exhausted = false;
+    // Tasks this producer completed: once they are the whole plan, there is
+    // nothing left for anyone, and no idle wait is needed to know it.
+    let all_tasks: std::collections::HashSet<&str> = shared
+        .plan
+        .tasks
+        .iter()
+        .map(|t| t.task_id.as_str())
+        .collect();
+    let mut completed: std::collections::HashSet<String> = std::collections::HashSet::new();
     tokio::pin!(shutdown);
     loop {
         if exhausted && running.is_empty() {
@@ -261,13 +286,22 @@ pub async fn run(
                 }
                 return Ok(summary);
             }
+            permit = building.clone().acquire_owned(),
+                if !exhausted && slot.is_none() && running.len() < 2 * concurrency =>
+            {
+                slot = Some(permit.expect("the building semaphore is never closed"));
+            }
             next = tokio::time::timeout(Duration::from_millis(cfg.idle_check_ms), tasks.next()),
-                if !exhausted && running.len() < concurrency =>
+                if !exhausted && slot.is_some() =>
             {
                 match next {
                     Ok(Ok(Some(delivery))) => {
-                        let publisher = publishers.pop().expect("one publisher per running task");
-                        running.spawn(process(shared.clone(), delivery, publisher));
+                        let publisher = match publishers.pop() {
+                            Some(p) => p,
+                            None => transport.publisher(&topo.pretrain()).await?,
+                        };
+                        let permit = slot.take().expect("taken only with a slot");
+                        running.spawn(process(shared.clone(), delivery, publisher, permit));
                     }
                     Ok(Ok(None)) => exhausted = true,
                     Ok(Err(e)) => return Err(e.into()),
@@ -286,6 +320,12 @@ pub async fn run(
                 if let Some(done) = done {
                     add_task(&mut summary, &done);
                     progress.inc(1);
+                    if all_tasks.contains(done.task_id.as_str()) {
+                        completed.insert(done.task_id);
+                    }
+                    if completed.len() == all_tasks.len() {
+                        exhausted = true;
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@ use pretext_core::manifest::ManifestEntry;
 use pretext_core::validate::{IdRegistry, Label};
 use pretext_mq::{OutMessage, Publisher};
 use pretext_ops::names;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use crate::plan::Plan;
 
@@ -51,6 +51,8 @@ struct Counted {
 /// The confirmed result of a task.
 #[derive(Debug)]
 pub struct TaskOutput {
+    /// The task.
+    pub task_id: String,
     /// One manifest entry per confirmed batch.
     pub entries: Vec<ManifestEntry>,
     /// Counts.
@@ -76,6 +78,7 @@ pub async fn run_task(
     task: &FileTask,
     publisher: &mut Box<dyn Publisher>,
     mut stop: watch::Receiver<bool>,
+    building: OwnedSemaphorePermit,
 ) -> Result<Option<TaskOutput>, ProducerError> {
     let (tx, mut rx) = mpsc::channel::<Built>(4);
     let dups = plan
@@ -125,19 +128,26 @@ pub async fn run_task(
     // Stopping: closing the channel makes the builder's next send fail,
     // which ends it.
     drop(rx);
+    let t_sent = std::time::Instant::now();
+    drop(building);
     let counted = builder
         .await
         .map_err(|e| ProducerError::Config(format!("batch builder failed: {e}")))??;
     stats.skipped_split_rows = counted.skipped_split_rows;
     stats.rejected_rows = counted.rejected_rows;
     publisher.flush().await?;
+    tracing::debug!(task = %task.task_id, batches = entries.len(), flush_ms = t_sent.elapsed().as_millis() as u64, "task sent");
     if stopped {
         tracing::info!(task = %task.task_id, sent = entries.len(), "shutdown: task stopped, its sent batches confirmed");
         return Ok(None);
     }
     metrics::counter!(names::PRODUCER_BATCHES_CONFIRMED).increment(entries.len() as u64);
     metrics::counter!(names::PRODUCER_TOKENS).increment(stats.tokens);
-    Ok(Some(TaskOutput { entries, stats }))
+    Ok(Some(TaskOutput {
+        task_id: task.task_id.clone(),
+        entries,
+        stats,
+    }))
 }
 
 /// Reads the task's row groups and sends their batches; `dups` are the
