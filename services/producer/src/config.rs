@@ -42,7 +42,9 @@ pub struct ProducerConfig {
     pub compression: Option<IpcCompression>,
     /// Rows per file task (consecutive row groups are grouped up to this).
     pub task_rows: usize,
-    /// File tasks in progress at once (one builds while another publishes).
+    /// File tasks building batches at once, each on its own thread (a task
+    /// that has sent everything waits for its confirms outside this count,
+    /// so up to twice as many are in hand).
     pub concurrency: usize,
     /// How long without a task before checking whether the files queue is empty.
     pub idle_check_ms: u64,

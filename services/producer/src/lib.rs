@@ -208,6 +208,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<ProducerSummary, ProducerError> {
     cfg.check()?;
+    // Every producer counter is exported from the start, at 0 until it moves.
+    for name in [
+        names::PRODUCER_BATCHES_PUBLISHED,
+        names::PRODUCER_BATCHES_CONFIRMED,
+        names::PRODUCER_ROWS_REJECTED,
+        names::PRODUCER_TASKS,
+        names::PRODUCER_TOKENS,
+        names::PRODUCER_BYTES,
+        names::PUBLISH_NACKS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     let topo = Topology::with_config(&cfg.ns, cfg.topology);
     topo.declare(&*transport).await?;
     let mut summary = ProducerSummary::default();
