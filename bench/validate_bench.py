@@ -1,4 +1,5 @@
-"""Side-by-side benchmark of `pretext validate` against the pyarrow + numpy
+"""Side-by-side benchmark of `pretext-validate` (the lean binary beside
+PRETEXT_BIN: `pretext validate` without libtorch) against the pyarrow + numpy
 reference (bench/validate_reference.py) on one file of >= 100M tokens.
 
 Usage: bench/validate_bench.py PRETEXT_BIN [--tokens 100e6] [--repeat 3]
@@ -44,7 +45,7 @@ def main():
                         "--rows-per-file", str(seqs), "--seed", "1"], check=True)
     results = {}
     for name, cmd in [
-        ("pretext", [a.pretext, "validate", "--json", path]),
+        ("pretext", [os.path.join(os.path.dirname(a.pretext), "pretext-validate"), "--json", path]),
         ("pyarrow+numpy", [sys.executable, os.path.join(HERE, "validate_reference.py"), path]),
     ]:
         best = None

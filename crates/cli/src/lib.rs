@@ -4,6 +4,7 @@
 //! links libtorch, so a producer built from it stays small in memory.
 
 pub mod produce;
+pub mod validate;
 
 use clap::Args as ClapArgs;
 use pretext_core::validate::ValidationConfig;

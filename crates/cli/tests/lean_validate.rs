@@ -1,0 +1,72 @@
+//! The lean validator binary: it links no libtorch and gives the report of
+//! `pretext validate`, exiting 2 on an unreadable file.
+
+use std::process::Command;
+
+use pretext_core::synth::{SynthConfig, generate};
+
+#[test]
+fn it_needs_no_libtorch() {
+    let out = Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_pretext-validate")])
+        .output()
+        .expect("readelf (binutils) is installed");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("(NEEDED)"), "{text}");
+    assert!(
+        !text.contains("torch") && !text.contains("c10"),
+        "pretext-validate links libtorch:\n{text}"
+    );
+}
+
+#[test]
+fn it_reports_rows_and_exits_2_on_an_unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = SynthConfig {
+        sequences: 30,
+        min_len: 512,
+        max_len: 2000,
+        rows_per_file: 30,
+        row_group_rows: 8,
+        ..Default::default()
+    };
+    let summary = generate(&cfg, &data).unwrap();
+    // Rows shorter than 1,000 steps are rejected by the limit given.
+    let out = Command::new(env!("CARGO_BIN_EXE_pretext-validate"))
+        .args(["--json", "--min-len", "1000"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["rows"], 30);
+    assert_eq!(doc["unreadable"], 0);
+    let rejected = doc["rejected"].as_u64().unwrap();
+    assert!(rejected > 0 && rejected < 30, "{doc}");
+    assert_eq!(doc["valid"].as_u64().unwrap() + rejected, 30);
+    assert_eq!(
+        doc["files"][0]["rejected"]["length_out_of_range"].as_u64(),
+        Some(rejected),
+        "{doc}"
+    );
+    assert!(doc["valid_tokens"].as_u64().unwrap() < summary.tokens);
+
+    let junk = dir.path().join("junk.parquet");
+    std::fs::write(&junk, b"not parquet").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pretext-validate"))
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("junk.parquet") && err.contains("not a readable Parquet file"),
+        "{err}"
+    );
+}
