@@ -23,6 +23,10 @@ use crate::validate::{
     validate_batch,
 };
 
+/// The directory, under a run or work directory, that quarantine files go
+/// to (producers, the scheduler and the demo alike).
+pub const QUARANTINE_DIR: &str = "quarantine";
+
 /// Rows decoded per step: at most 64 × 30,720 steps × 8 bytes ≈ 16 MB of
 /// values in flight, whatever the file's row-group size.
 pub const READ_BATCH_ROWS: usize = 64;
@@ -390,6 +394,11 @@ impl Rows {
         if let Some(g) = row_groups {
             builder = builder.with_row_groups(g);
         }
+        tracing::debug!(
+            file = %path.display(),
+            fast = plan.is_some(),
+            "values column decoder chosen (fast: pretext_core::listcol; else the Arrow reader)"
+        );
         let values = match plan {
             Some(plan) => {
                 let others = (0..schema.fields().len()).filter(|&i| i != col);

@@ -20,9 +20,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use crate::plan::Plan;
 
-/// Where rejected rows go, under the run directory.
-pub const QUARANTINE_DIR: &str = "quarantine";
 use crate::{ProducerConfig, ProducerError};
+/// Where rejected rows go, under the run directory.
+pub use pretext_core::input::QUARANTINE_DIR;
 
 /// Counts of one task.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -173,7 +173,7 @@ async fn register(cfg: &SchedulerConfig, reg: &mut Registry) -> Result<TickRepor
     let inbox = Inbox::open(&cfg.inbox)?;
     let work = cfg.work_dir();
     let store = work.join("files");
-    let quarantine = work.join("quarantine");
+    let quarantine = work.join(pretext_core::input::QUARANTINE_DIR);
     let mut report = TickReport::default();
     for entry in inbox.list().await? {
         let size = entry.size as i64;

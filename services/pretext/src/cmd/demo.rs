@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reports = validate_paths(
         std::slice::from_ref(&data),
         vcfg,
-        Some(&args.out.join("quarantine")),
+        Some(&args.out.join(pretext_core::input::QUARANTINE_DIR)),
         2,
     )?;
     let (valid, rejected): (u64, u64) = reports
