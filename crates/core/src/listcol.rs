@@ -620,10 +620,13 @@ fn hybrid(data: &[u8], width: u8, n: usize, sink: &mut impl Sink) -> Result<()> 
             done += take;
         } else {
             let groups = usize::try_from(h >> 1).map_err(|_| corrupt("run too long"))?;
-            let bytes_len = groups * usize::from(width);
-            let bytes = &data[p.min(data.len())..(p + bytes_len).min(data.len())];
-            p += bytes_len;
-            let take = (groups * 8).min(n - done);
+            let end = groups
+                .checked_mul(usize::from(width))
+                .and_then(|len| len.checked_add(p))
+                .ok_or_else(|| corrupt("bit-packed run too long"))?;
+            let bytes = &data[p.min(data.len())..end.min(data.len())];
+            p = end;
+            let take = groups.saturating_mul(8).min(n - done);
             if take == 0 {
                 return Err(corrupt("empty bit-packed run"));
             }
@@ -836,6 +839,28 @@ mod tests {
         let mut got = Vec::new();
         unpack(&[0xbc, 0x3a, 0x12], 12, 2, |v| got.push(v));
         assert_eq!(got, vec![0xabc, 0x123]);
+    }
+
+    proptest::proptest! {
+        /// Corrupt pages give errors, never panics.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            width in 0u8..=32,
+            n in 0usize..300,
+        ) {
+            let (mut starts, mut scratch, mut def) = (Vec::new(), Vec::new(), Vec::new());
+            let mut wide: Vec<u32> = Vec::new();
+            let mut small: Vec<u8> = Vec::new();
+            let _ = row_starts(&data, n, &mut starts, &mut scratch);
+            let _ = def_levels(&data, 3, n, &mut def);
+            let _ = hybrid(&data, width, n, &mut wide);
+            let _ = hybrid(&data, width.min(8), n, &mut small);
+            wide.clear();
+            if let Ok(()) = hybrid(&data, width, n, &mut wide) {
+                proptest::prop_assert_eq!(wide.len(), n);
+            }
+        }
     }
 
     #[test]
