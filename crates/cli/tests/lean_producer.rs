@@ -2,6 +2,8 @@
 //! flags and variables, refuses bad ones, and runs a producer end to end on
 //! the in-process transport.
 
+mod support;
+
 use std::process::Command;
 
 fn bin() -> Command {
@@ -12,17 +14,7 @@ fn bin() -> Command {
 
 #[test]
 fn it_needs_no_libtorch() {
-    let out = Command::new("readelf")
-        .args(["-d", env!("CARGO_BIN_EXE_pretext-produce")])
-        .output()
-        .expect("readelf (binutils) is installed");
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("(NEEDED)"), "{text}");
-    assert!(
-        !text.contains("torch") && !text.contains("c10"),
-        "pretext-produce links libtorch:\n{text}"
-    );
+    support::assert_links_no_libtorch(env!("CARGO_BIN_EXE_pretext-produce"));
 }
 
 #[test]

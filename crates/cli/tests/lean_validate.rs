@@ -1,23 +1,15 @@
 //! The lean validator binary: it links no libtorch and gives the report of
 //! `pretext validate`, exiting 2 on an unreadable file.
 
+mod support;
+
 use std::process::Command;
 
 use pretext_core::synth::{SynthConfig, generate};
 
 #[test]
 fn it_needs_no_libtorch() {
-    let out = Command::new("readelf")
-        .args(["-d", env!("CARGO_BIN_EXE_pretext-validate")])
-        .output()
-        .expect("readelf (binutils) is installed");
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("(NEEDED)"), "{text}");
-    assert!(
-        !text.contains("torch") && !text.contains("c10"),
-        "pretext-validate links libtorch:\n{text}"
-    );
+    support::assert_links_no_libtorch(env!("CARGO_BIN_EXE_pretext-validate"));
 }
 
 #[test]

@@ -377,29 +377,29 @@ impl<T: Element> Decoder<T> {
         };
         out.reserve(n);
         match self.col.physical {
-            PhysicalType::INT32 => {
-                let bytes = data
-                    .get(..n * 4)
-                    .ok_or_else(|| corrupt("PLAIN values end early"))?;
-                out.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| T::from_i32(i32::from_le_bytes(c.try_into().expect("4 bytes")))),
-                );
-            }
-            _ => {
-                let bytes = data
-                    .get(..n * 8)
-                    .ok_or_else(|| corrupt("PLAIN values end early"))?;
-                out.extend(
-                    bytes
-                        .chunks_exact(8)
-                        .map(|c| T::from_i64(i64::from_le_bytes(c.try_into().expect("8 bytes")))),
-                );
-            }
+            PhysicalType::INT32 => words(data, n, out, |b| T::from_i32(i32::from_le_bytes(b))),
+            _ => words(data, n, out, |b| T::from_i64(i64::from_le_bytes(b))),
         }
-        Ok(())
     }
+}
+
+/// Appends the first `n` little-endian words of `W` bytes of `data`, each
+/// converted by `f`.
+fn words<const W: usize, N>(
+    data: &[u8],
+    n: usize,
+    out: &mut Vec<N>,
+    f: impl Fn([u8; W]) -> N,
+) -> Result<()> {
+    let bytes = data
+        .get(..n * W)
+        .ok_or_else(|| corrupt("PLAIN values end early"))?;
+    out.extend(
+        bytes
+            .chunks_exact(W)
+            .map(|c| f(c.try_into().expect("chunks of W bytes"))),
+    );
+    Ok(())
 }
 
 /// The list array being built by one `next_rows` call.

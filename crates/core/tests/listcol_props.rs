@@ -12,11 +12,13 @@ use arrow_array::types::{Int32Type, Int64Type, UInt8Type};
 use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use pretext_core::listcol::ListColumn;
 use proptest::prelude::*;
+
+mod listcol_support;
 
 /// A row: `None` is a null list; `Some(None)` elements are null elements.
 type Row = Option<Vec<Option<u8>>>;
@@ -83,36 +85,13 @@ fn write(values: ArrayRef, list_nullable: bool, props: WriterProperties) -> Writ
     Written { _dir: dir, path }
 }
 
-/// The values column over `groups`, `chunk` rows at a time, read both ways.
+/// The values column (index 1) over `groups`, read both ways.
 fn both_ways(
     path: &std::path::Path,
     groups: Vec<usize>,
     chunk: usize,
 ) -> (Vec<ArrayRef>, Vec<ArrayRef>) {
-    let meta = ArrowReaderMetadata::load(&File::open(path).unwrap(), Default::default()).unwrap();
-    let plan = ListColumn::plan(meta.metadata(), meta.schema(), 1, &groups)
-        .expect("the fast decoder takes this layout");
-    let reader =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(File::open(path).unwrap(), meta.clone())
-            .with_row_groups(groups.clone())
-            .with_batch_size(chunk)
-            .build()
-            .unwrap();
-    let arrow: Vec<ArrayRef> = reader.map(|b| b.unwrap().column(1).clone()).collect();
-    let mut dec = plan.decoder(
-        Arc::new(File::open(path).unwrap()),
-        meta.metadata().clone(),
-        groups,
-    );
-    let mut fast = Vec::new();
-    loop {
-        let a = dec.next_rows(chunk).unwrap();
-        if a.is_empty() {
-            break;
-        }
-        fast.push(a);
-    }
-    (arrow, fast)
+    listcol_support::both_ways(path, 1, groups, chunk)
 }
 
 fn same(arrow: &[ArrayRef], fast: &[ArrayRef]) -> Result<(), TestCaseError> {

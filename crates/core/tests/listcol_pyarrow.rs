@@ -7,11 +7,11 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
-use pretext_core::listcol::ListColumn;
+use arrow_array::Array;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+
+mod listcol_support;
 
 /// The project venv's python (ops/setup.sh links `.venv`).
 fn python() -> PathBuf {
@@ -51,35 +51,6 @@ for t, name in [(pa.uint8(), "u8"), (pa.int32(), "i32"), (pa.int64(), "i64")]:
             print(path)
 "#;
 
-fn read_both(path: &Path, chunk: usize) -> (Vec<ArrayRef>, Vec<ArrayRef>) {
-    let meta = ArrowReaderMetadata::load(&File::open(path).unwrap(), Default::default()).unwrap();
-    let col = meta.schema().index_of("values").unwrap();
-    let groups: Vec<usize> = (0..meta.metadata().num_row_groups()).collect();
-    let plan = ListColumn::plan(meta.metadata(), meta.schema(), col, &groups)
-        .unwrap_or_else(|| panic!("{}: not taken by the fast decoder", path.display()));
-    let arrow =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(File::open(path).unwrap(), meta.clone())
-            .with_batch_size(chunk)
-            .build()
-            .unwrap()
-            .map(|b| b.unwrap().column(col).clone())
-            .collect();
-    let mut dec = plan.decoder(
-        Arc::new(File::open(path).unwrap()),
-        meta.metadata().clone(),
-        groups,
-    );
-    let mut fast = Vec::new();
-    loop {
-        let a = dec.next_rows(chunk).unwrap();
-        if a.is_empty() {
-            break;
-        }
-        fast.push(a);
-    }
-    (arrow, fast)
-}
-
 #[test]
 fn pyarrow_files_decode_exactly_as_the_arrow_reader_does() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,7 +71,11 @@ fn pyarrow_files_decode_exactly_as_the_arrow_reader_does() {
         .collect();
     assert_eq!(files.len(), 12);
     for path in &files {
-        let (arrow, fast) = read_both(path, 64);
+        let meta =
+            ArrowReaderMetadata::load(&File::open(path).unwrap(), Default::default()).unwrap();
+        let values = meta.schema().index_of("values").unwrap();
+        let groups = (0..meta.metadata().num_row_groups()).collect();
+        let (arrow, fast) = listcol_support::both_ways(path, values, groups, 64);
         assert_eq!(arrow.iter().map(|a| a.len()).sum::<usize>(), 900);
         assert_eq!(arrow.len(), fast.len(), "{}", path.display());
         for (i, (a, f)) in arrow.iter().zip(&fast).enumerate() {
