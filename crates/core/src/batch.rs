@@ -211,6 +211,16 @@ impl Batch {
         ])
     }
 
+    /// An upper bound on the uncompressed IPC stream's size, reserved up
+    /// front so that encoding never grows (reallocates and copies) the
+    /// message: the three `[rows, L]` columns, the id bytes, 16 bytes a row
+    /// for offsets, lengths and labels, and 8 KiB for the schema message,
+    /// the batch header and the 64-byte padding of each buffer.
+    pub fn encoded_capacity(&self) -> usize {
+        let ids: usize = self.seq_ids.iter().map(String::len).sum();
+        self.input.len() * 3 + ids + self.rows() * 16 + 8192
+    }
+
     /// Encodes as one Arrow IPC stream, optionally compressed.
     pub fn encode(&self, compression: Option<IpcCompression>) -> Vec<u8> {
         self.clone().into_encoded(compression)
@@ -228,7 +238,7 @@ impl Batch {
         self.seq_ids.iter().for_each(|s| ids.append_value(s));
         let mut labels = Int32Builder::new();
         self.labels.iter().for_each(|v| labels.append_option(*v));
-        let capacity = self.input.len() * 3 + 1024;
+        let capacity = self.encoded_capacity();
         let cols: Vec<ArrayRef> = vec![
             Arc::new(ids.finish()),
             Arc::new(UInt32Array::from(self.lengths)),
@@ -660,8 +670,14 @@ mod tests {
                     label: Some(1),
                 })
                 .collect();
-            let bytes =
-                Batch::build(Task::Masked, &MaskConfig::default(), 0, l, &rows).encode(None);
+            let batch = Batch::build(Task::Masked, &MaskConfig::default(), 0, l, &rows);
+            let reserved = batch.encoded_capacity();
+            let bytes = batch.into_encoded(None);
+            assert!(
+                bytes.len() <= reserved,
+                "bucket {l}: {} bytes overflow the {reserved} reserved",
+                bytes.len()
+            );
             assert!(
                 bytes.len() < MAX_MESSAGE_BYTES,
                 "bucket {l}: {} bytes",
@@ -671,6 +687,32 @@ mod tests {
                 bytes.len() >= 3 * rows.len() * l,
                 "all three buffers are in the message"
             );
+        }
+    }
+
+    #[test]
+    fn encoding_stays_within_the_reserved_capacity() {
+        // Many short rows with long ids: the non-column parts are largest.
+        for (rows, l, id_len) in [(1, 1, 1), (128, 512, 60), (4096, 16, 200)] {
+            let rows: Vec<BatchRow> = (0..rows)
+                .map(|i| BatchRow {
+                    seq_id: format!("{i:0id_len$}"),
+                    values: vec![3; l],
+                    label: (i % 2 == 0).then_some(i as i32),
+                })
+                .collect();
+            for task in [Task::Masked, Task::Next, Task::Classify] {
+                let batch = Batch::build(task, &MaskConfig::default(), 0, l, &rows);
+                let reserved = batch.encoded_capacity();
+                let bytes = batch.into_encoded(None);
+                assert!(
+                    bytes.len() <= reserved,
+                    "{} rows of {l}: {} bytes overflow the {reserved} reserved",
+                    rows.len(),
+                    bytes.len()
+                );
+                assert_eq!(bytes.capacity(), reserved, "the message was regrown");
+            }
         }
     }
 
