@@ -460,7 +460,7 @@ fn rabbitmqctl(args: &[&str]) {
 async fn the_producer_survives_a_broker_restart_mid_publish() {
     let _g = BROKER.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    dataset(&dir.path().join("data"), 800, 6000);
+    dataset(&dir.path().join("data"), 2400, 6000);
     let (t, name) = (rabbit().await, ns("restart"));
     let run_dir = dir.path().join("run");
     let task = tokio::spawn(run(

@@ -698,7 +698,7 @@ mod tests {
                 .map(|i| BatchRow {
                     seq_id: format!("{i:0id_len$}"),
                     values: vec![3; l],
-                    label: (i % 2 == 0).then_some(i as i32),
+                    label: (i % 2 == 0).then_some(i),
                 })
                 .collect();
             for task in [Task::Masked, Task::Next, Task::Classify] {

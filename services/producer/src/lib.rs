@@ -220,10 +220,17 @@ pub async fn run(
     ] {
         metrics::counter!(name).increment(0);
     }
+    let t0 = std::time::Instant::now();
     let topo = Topology::with_config(&cfg.ns, cfg.topology);
     topo.declare(&*transport).await?;
+    let declared = t0.elapsed();
     let mut summary = ProducerSummary::default();
     let plan = plan::ensure_plan(&cfg, &transport, &topo).await?;
+    tracing::debug!(
+        declare_ms = declared.as_millis() as u64,
+        plan_ms = (t0.elapsed() - declared).as_millis() as u64,
+        "topology declared, plan in hand"
+    );
     let (stop_tx, stop) = watch::channel(false);
     let manifest = ManifestWriter::open(&cfg.run_dir, &cfg.producer_id).map_err(|e| {
         ProducerError::RunDir {

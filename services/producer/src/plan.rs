@@ -115,14 +115,14 @@ async fn make_and_publish(
             return Err(e);
         }
     };
+    // Through one confirm window: a round trip for the lot, not one a task.
+    let mut files = transport.publisher(&topo.files()).await?;
     for t in &plan.tasks {
-        transport
-            .publish(
-                &topo.files(),
-                OutMessage::new(format!("task:{}", t.task_id), t.to_bytes()),
-            )
+        files
+            .send(OutMessage::new(format!("task:{}", t.task_id), t.to_bytes()))
             .await?;
     }
+    files.flush().await?;
     let msg = ControlMessage::Plan {
         tasks: plan.tasks.len() as u64,
         task: cfg.task.as_str().to_owned(),

@@ -147,6 +147,10 @@ pub struct PublishArgs {
     /// Rounds (producer, then ceiling); the best of each is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Pause before each timed run, so that the broker has finished
+    /// deleting the previous run's queues (hundreds of MB) first.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
 }
 
 /// Arguments of `pretext bench build`.
@@ -358,11 +362,18 @@ async fn publish_round(
     let run_dir = std::env::temp_dir().join(format!("pretext-bench-publish-{stamp}-{round}"));
     let ns = format!("bench-{stamp}-{round}");
     let cfg = producer_config(a, &ns, &run_dir);
+    // Queues are declared before the clock starts, as for the ceiling below
+    // (creating quorum queues takes tens of ms); the producer's own declare
+    // then finds them.
+    Topology::with_config(&ns, cfg.topology)
+        .declare(&**transport)
+        .await?;
     let drainer = if a.drain {
         Some(drain(transport, &ns).await?)
     } else {
         None
     };
+    tokio::time::sleep(std::time::Duration::from_millis(a.settle_ms)).await;
     let t0 = Instant::now();
     let summary = pretext_producer::run(cfg, transport.clone(), std::future::pending()).await?;
     let produce_s = t0.elapsed().as_secs_f64();
@@ -382,6 +393,7 @@ async fn publish_round(
     } else {
         None
     };
+    tokio::time::sleep(std::time::Duration::from_millis(a.settle_ms)).await;
     let t0 = Instant::now();
     let mut p = transport.publisher(&topo.pretrain()).await?;
     for i in 0..summary.batches {
