@@ -1,7 +1,10 @@
 """Side-by-side: Parquet -> RabbitMQ with publisher confirms against the
 broker's own ceiling (`pretext bench publish`: the producer end to end, then
 pre-built payloads of the same size and count through the same confirm
-window; best of 3 rounds each), and the peak memory of the lean producer
+window, rounds alternating one publisher and as many as the producer builds
+tasks at once; the best
+of --rounds rounds each, and the median of each round's own ratio), and the
+peak memory of the lean producer
 binary `pretext-produce` on the same file while `pretext bench drain`
 consumes, so inputs larger than the queue bound pass through.
 
@@ -58,7 +61,10 @@ def publish(bin_dir, path, rounds, prefix=()):
     """One `pretext bench publish` run (the best of `rounds` rounds each way); its JSON."""
     cmd = [*prefix, os.path.join(bin_dir, "pretext"), "bench", "publish", "--broker", URL,
            "--data", path, "--repeat", str(rounds)]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"pretext bench publish failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout)
 
 
 @contextlib.contextmanager
@@ -89,7 +95,9 @@ def print_publish(r, title):
     print(f"| ceiling (pre-built payloads) | {r['ceiling_seconds']:.3f} | {r['ceiling_mb_per_s']:.0f} | |")
     print(f"| producer alone (in-process transport) | {r['alone_seconds']:.3f} | {r['alone_mb_per_s']:.0f} | "
           f"{r['alone_tokens_per_s']/1e6:.1f}M |")
-    print(f"share of the ceiling: {r['fraction_of_ceiling']:.1%}")
+    print(f"share of the ceiling: {r['fraction_of_ceiling']:.1%} (best against best); "
+          f"median of the rounds' own ratios: {r['paired_fraction_median']:.1%}; "
+          f"ceiling rounds alternate {' and '.join(map(str, r['ceiling_publishers']))} publishers")
 
 
 def main():

@@ -610,3 +610,43 @@ async fn bad_messages_go_to_the_dead_letter_queue_with_their_reason() {
     }
     cleanup(&t, &name).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_publish_alternates_the_ceiling_publishers_and_reports_its_rounds() {
+    let _g = BROKER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    dataset(&dir.path().join("data"), 60, 2000);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(["bench", "publish", "--broker", &amqp_url(), "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--repeat", "3", "--settle-ms", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let each = |k: &str| -> Vec<f64> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    assert!(r["batches"].as_u64().unwrap() > 0);
+    assert_eq!(r["ceiling_publishers"], serde_json::json!([1, 2]));
+    assert_eq!(r["ceiling_publishers_each"], serde_json::json!([1, 2, 1]));
+    let (p, c) = (each("produce_seconds_each"), each("ceiling_seconds_each"));
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(r["produce_seconds"].as_f64().unwrap(), min(&p));
+    assert_eq!(r["ceiling_seconds"].as_f64().unwrap(), min(&c));
+    assert_eq!(
+        r["fraction_of_ceiling"].as_f64().unwrap(),
+        min(&c) / min(&p)
+    );
+    let mut ratios: Vec<f64> = c.iter().zip(&p).map(|(c, p)| c / p).collect();
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(r["paired_fraction_median"].as_f64().unwrap(), ratios[1]);
+}

@@ -151,6 +151,10 @@ pub struct PublishArgs {
     /// deleting the previous run's queues (hundreds of MB) first.
     #[arg(long, default_value_t = 1000)]
     pub settle_ms: u64,
+    /// Publishers sending the ceiling's payloads at once (default: the
+    /// producer's concurrency, the tasks it builds and sends at once).
+    #[arg(long)]
+    pub ceiling_publishers: Option<usize>,
 }
 
 /// Arguments of `pretext bench build`.
@@ -329,6 +333,8 @@ struct PublishRound {
     summary: pretext_producer::ProducerSummary,
     produce_s: f64,
     ceiling_s: f64,
+    /// Publishers of the round's ceiling run.
+    publishers: u64,
     alone_s: f64,
 }
 
@@ -350,12 +356,73 @@ fn producer_config(
     cfg
 }
 
+/// Publisher counts the ceiling runs take in turn: `--ceiling-publishers`,
+/// or one and as many as the producer builds tasks at once.
+fn ceiling_publishers(a: &PublishArgs) -> Vec<u64> {
+    match a.ceiling_publishers {
+        Some(n) => vec![n.max(1) as u64],
+        None => {
+            let n = producer_config(a, "ceiling", &std::env::temp_dir()).concurrency;
+            let mut counts = vec![1, n.max(1) as u64];
+            counts.dedup();
+            counts
+        }
+    }
+}
+
+/// One timed ceiling run: `batches` pre-built payloads of `size` bytes
+/// split among `publishers` publishers, each with its confirm window.
+async fn ceiling_run(
+    a: &PublishArgs,
+    transport: &pretext_mq::SharedTransport,
+    ns: &str,
+    batches: u64,
+    size: usize,
+    publishers: u64,
+) -> anyhow::Result<f64> {
+    use pretext_mq::{OutMessage, Topology};
+    let ceil_ns = format!("{ns}-ceiling-{publishers}");
+    let topo = Topology::new(&ceil_ns);
+    topo.declare(&**transport).await?;
+    let payload = bytes::Bytes::from(vec![7u8; size]);
+    let drainer = if a.drain {
+        Some(drain(transport, &ceil_ns).await?)
+    } else {
+        None
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(a.settle_ms)).await;
+    let t0 = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for k in 0..publishers {
+        let (transport, queue, payload) = (transport.clone(), topo.pretrain(), payload.clone());
+        let count = batches / publishers + u64::from(k < batches % publishers);
+        senders.spawn(async move {
+            let mut p = transport.publisher(&queue).await?;
+            for i in 0..count {
+                p.send(OutMessage::new(format!("c{k}-{i}"), payload.clone()))
+                    .await?;
+            }
+            p.flush().await?;
+            anyhow::Ok(())
+        });
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent??;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    if let Some(d) = drainer {
+        d.abort();
+    }
+    topo.delete(&**transport).await?;
+    Ok(seconds)
+}
+
 async fn publish_round(
     a: &PublishArgs,
     transport: &pretext_mq::SharedTransport,
     round: usize,
 ) -> anyhow::Result<PublishRound> {
-    use pretext_mq::{OutMessage, Topology};
+    use pretext_mq::Topology;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
@@ -382,30 +449,13 @@ async fn publish_round(
     }
     Topology::new(&ns).delete(&**transport).await?;
     let _ = std::fs::remove_dir_all(&run_dir);
-    // Ceiling: the same number of messages of the same mean size.
-    let ceil_ns = format!("{ns}-ceiling");
-    let topo = Topology::new(&ceil_ns);
-    topo.declare(&**transport).await?;
+    // Ceiling: the same number of messages of the same mean size. Rounds
+    // alternate between one publisher and as many as the producer runs, so
+    // that the ceiling gets as many timed runs as the producer.
     let size = (summary.bytes / summary.batches.max(1)) as usize;
-    let payload = bytes::Bytes::from(vec![7u8; size]);
-    let drainer = if a.drain {
-        Some(drain(transport, &ceil_ns).await?)
-    } else {
-        None
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(a.settle_ms)).await;
-    let t0 = Instant::now();
-    let mut p = transport.publisher(&topo.pretrain()).await?;
-    for i in 0..summary.batches {
-        p.send(OutMessage::new(format!("c{i}"), payload.clone()))
-            .await?;
-    }
-    p.flush().await?;
-    let ceiling_s = t0.elapsed().as_secs_f64();
-    if let Some(d) = drainer {
-        d.abort();
-    }
-    topo.delete(&**transport).await?;
+    let counts = ceiling_publishers(a);
+    let publishers = counts[round % counts.len()];
+    let ceiling_s = ceiling_run(a, transport, &ns, summary.batches, size, publishers).await?;
     // The producer alone: the same run on the in-process transport.
     let memory = pretext_mq::connect("memory", pretext_mq::RabbitConfig::default()).await?;
     let cfg = producer_config(a, &ns, &run_dir);
@@ -421,6 +471,7 @@ async fn publish_round(
         summary,
         produce_s,
         ceiling_s,
+        publishers,
         alone_s,
     })
 }
@@ -448,6 +499,11 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|r| r.alone_s)
         .fold(f64::INFINITY, f64::min);
+    // Each round's producer and ceiling ran seconds apart: their ratio is
+    // the least exposed to a machine whose speed drifts between rounds.
+    let mut paired: Vec<f64> = rounds.iter().map(|r| r.ceiling_s / r.produce_s).collect();
+    paired.sort_by(f64::total_cmp);
+    let paired_median = (paired[(paired.len() - 1) / 2] + paired[paired.len() / 2]) / 2.0;
     let summary = &rounds[0].summary;
     let mb = summary.bytes as f64 / 1e6;
     let doc = json!({
@@ -461,6 +517,9 @@ async fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         "ceiling_seconds": ceiling_s,
         "ceiling_mb_per_s": mb / ceiling_s,
         "fraction_of_ceiling": ceiling_s / produce_s,
+        "paired_fraction_median": paired_median,
+        "ceiling_publishers": ceiling_publishers(&a),
+        "ceiling_publishers_each": rounds.iter().map(|r| r.publishers).collect::<Vec<_>>(),
         "alone_seconds": alone_s,
         "alone_mb_per_s": mb / alone_s,
         "alone_tokens_per_s": summary.tokens as f64 / alone_s,
