@@ -29,7 +29,8 @@ pub enum Bench {
     /// training step all-reduced in buckets; prints what libtorch sees.
     Collective(CollectiveArgs),
     /// Parquet → broker with confirms, against the broker's ceiling:
-    /// pre-built payloads of the same size and count, same confirm window.
+    /// pre-built payloads of the same size and count, same confirm window,
+    /// from one publisher or as many as the producer runs tasks.
     Publish(PublishArgs),
     /// Consumes and acks a namespace's batch queue until SIGTERM or SIGINT,
     /// then deletes the namespace: lets another process publish more than
@@ -151,8 +152,9 @@ pub struct PublishArgs {
     /// deleting the previous run's queues (hundreds of MB) first.
     #[arg(long, default_value_t = 1000)]
     pub settle_ms: u64,
-    /// Publishers sending the ceiling's payloads at once (default: the
-    /// producer's concurrency, the tasks it builds and sends at once).
+    /// Publishers sending the ceiling's payloads at once, every round
+    /// (default: rounds alternate one and the producer's concurrency, the
+    /// tasks it builds and sends at once).
     #[arg(long)]
     pub ceiling_publishers: Option<usize>,
 }
