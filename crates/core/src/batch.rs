@@ -166,49 +166,24 @@ impl Batch {
 
     /// Rows, real tokens and padding.
     pub fn stats(&self) -> BatchStats {
-        let real: u64 = self.lengths.iter().map(|&l| u64::from(l)).sum();
-        let total = (self.rows() * self.bucket_len) as u64;
-        BatchStats {
-            rows: self.rows() as u64,
-            real_tokens: real,
-            padded_tokens: total - real,
-        }
+        BatchStats::of(self.bucket_len, &self.lengths)
     }
 
     /// The deterministic message id: the same batch (task, epoch, bucket and
     /// rows in order) always gets the same id, so redeliveries and
     /// republished copies are recognised.
     pub fn message_id(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.task.as_str().as_bytes());
-        h.update(self.epoch.to_le_bytes());
-        h.update((self.bucket_len as u64).to_le_bytes());
-        for id in &self.seq_ids {
-            h.update((id.len() as u64).to_le_bytes());
-            h.update(id.as_bytes());
-        }
-        h.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        message_id(
+            self.task,
+            self.epoch,
+            self.bucket_len,
+            self.seq_ids.iter().map(String::as_str),
+        )
     }
 
     /// Headers of the batch message.
     pub fn headers(&self) -> BTreeMap<&'static str, HeaderValue> {
-        let s = self.stats();
-        BTreeMap::from([
-            (
-                header::SCHEMA_VERSION,
-                HeaderValue::Str(SCHEMA_VERSION.into()),
-            ),
-            (header::TASK, HeaderValue::Str(self.task.as_str().into())),
-            (header::ROWS, HeaderValue::Int(s.rows as i64)),
-            (header::REAL_TOKENS, HeaderValue::Int(s.real_tokens as i64)),
-            (
-                header::PADDED_TOKENS,
-                HeaderValue::Int(s.padded_tokens as i64),
-            ),
-        ])
+        headers(self.task, self.stats())
     }
 
     /// An upper bound on the uncompressed IPC stream's size, reserved up
@@ -260,6 +235,59 @@ impl Batch {
         }
         out
     }
+}
+
+impl BatchStats {
+    /// The numbers of a batch of bucket length `bucket_len` whose rows have
+    /// these true lengths.
+    pub fn of(bucket_len: usize, lengths: &[u32]) -> BatchStats {
+        let real: u64 = lengths.iter().map(|&l| u64::from(l)).sum();
+        let total = (lengths.len() * bucket_len) as u64;
+        BatchStats {
+            rows: lengths.len() as u64,
+            real_tokens: real,
+            padded_tokens: total - real,
+        }
+    }
+}
+
+/// The deterministic message id of the batch of `seq_ids` (in row order)
+/// for this task, epoch and bucket: see [`Batch::message_id`].
+pub fn message_id<'a>(
+    task: Task,
+    epoch: u32,
+    bucket_len: usize,
+    seq_ids: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(task.as_str().as_bytes());
+    h.update(epoch.to_le_bytes());
+    h.update((bucket_len as u64).to_le_bytes());
+    for id in seq_ids {
+        h.update((id.len() as u64).to_le_bytes());
+        h.update(id.as_bytes());
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The AMQP headers of a batch message.
+pub fn headers(task: Task, s: BatchStats) -> BTreeMap<&'static str, HeaderValue> {
+    BTreeMap::from([
+        (
+            header::SCHEMA_VERSION,
+            HeaderValue::Str(SCHEMA_VERSION.into()),
+        ),
+        (header::TASK, HeaderValue::Str(task.as_str().into())),
+        (header::ROWS, HeaderValue::Int(s.rows as i64)),
+        (header::REAL_TOKENS, HeaderValue::Int(s.real_tokens as i64)),
+        (
+            header::PADDED_TOKENS,
+            HeaderValue::Int(s.padded_tokens as i64),
+        ),
+    ])
 }
 
 /// A header value.
@@ -417,13 +445,7 @@ impl DecodedBatch {
 
     /// Rows, real tokens and padding.
     pub fn stats(&self) -> BatchStats {
-        let real: u64 = self.lengths().iter().map(|&l| u64::from(l)).sum();
-        let total = (self.rows() * self.bucket_len) as u64;
-        BatchStats {
-            rows: self.rows() as u64,
-            real_tokens: real,
-            padded_tokens: total - real,
-        }
+        BatchStats::of(self.bucket_len, self.lengths())
     }
 
     /// Copies into an owned [`Batch`] (tests and tools).

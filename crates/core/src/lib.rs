@@ -16,12 +16,14 @@
 //! - [`task`]: masked / next / classify targets.
 //! - [`trivial`]: the trivial token predictors pretraining must beat.
 //! - [`batch`]: the batch type and its Arrow IPC codec.
+//! - [`encoder`]: batch messages built in place (what producers publish).
 //! - [`ipc_limit`]: the decompressed-size bound checked before decoding.
 //! - [`control`]: control-stream messages, file tasks, and the end-of-data rule.
 
 pub mod batch;
 pub mod bucket;
 pub mod control;
+pub mod encoder;
 pub mod floor;
 pub mod genomes;
 pub mod input;

@@ -1,5 +1,5 @@
 //! One file task: its row groups are read and validated, rows are bucketed
-//! and built into batches on a blocking thread, and the batches are
+//! and built into batch messages in place on a blocking thread, and the batches are
 //! published through a confirm window as they come (bounded channel:
 //! memory stays flat whatever the row group size). The tasks of epoch 0
 //! count the rejected rows and quarantine them in the run directory (one
@@ -8,9 +8,10 @@
 use std::collections::BTreeSet;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pretext_core::batch::{Batch, BatchRow, BatchStats, CONTENT_TYPE, HeaderValue};
+use pretext_core::batch::{BatchRow, BatchStats, CONTENT_TYPE, HeaderValue};
 use pretext_core::bucket::Bucketer;
 use pretext_core::control::FileTask;
+use pretext_core::encoder::BatchEncoder;
 use pretext_core::input::ValidatingReader;
 use pretext_core::manifest::ManifestEntry;
 use pretext_core::validate::{IdRegistry, Label};
@@ -172,18 +173,14 @@ fn build_batches(
     let mut ids = IdRegistry::default();
     let mut bucketer: Bucketer<BatchRow> = Bucketer::new(cfg.buckets.clone());
     let mut counted = Counted::default();
-    let emit = |l: usize, rows: Vec<BatchRow>| -> bool {
-        let batch = Batch::build(cfg.task, &cfg.mask, task.epoch, l, &rows);
-        let (id, headers, stats) = (
-            batch.message_id(),
-            batch.headers().into_iter().collect(),
-            batch.stats(),
-        );
+    let mut encoder = BatchEncoder::new();
+    let mut emit = |l: usize, rows: Vec<BatchRow>| -> bool {
+        let e = encoder.encode(cfg.task, &cfg.mask, task.epoch, l, &rows, cfg.compression);
         let built = Built {
-            id,
-            bytes: batch.into_encoded(cfg.compression),
-            headers,
-            stats,
+            id: e.message_id,
+            bytes: e.bytes,
+            headers: e.headers.into_iter().collect(),
+            stats: e.stats,
         };
         tx.blocking_send(built).is_ok()
     };

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use pretext_core::batch::{Batch, BatchRow};
+use pretext_core::batch::BatchRow;
 use pretext_core::bucket::{BucketConfig, Bucketer};
+use pretext_core::encoder::BatchEncoder;
 use pretext_core::input::{ValidatingReader, discover};
 use pretext_core::task::{MaskConfig, Task};
 use pretext_core::validate::{IdRegistry, ValidationConfig};
@@ -236,14 +237,15 @@ fn build_pass(
     let next = AtomicUsize::new(0);
     let work = || {
         let mut pass = BuildPass::default();
+        let mut encoder = BatchEncoder::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some((l, rs)) = groups.get(i) else {
                 return pass;
             };
-            let b = Batch::build(Task::Masked, mask, 0, *l, rs);
-            pass.padded += b.stats().padded_tokens;
-            pass.bytes += b.into_encoded(None).len() as u64;
+            let b = encoder.encode(Task::Masked, mask, 0, *l, rs, None);
+            pass.padded += b.stats.padded_tokens;
+            pass.bytes += b.bytes.len() as u64;
             pass.batches += 1;
         }
     };
