@@ -6,9 +6,10 @@
 //! How: the encoder is handed a batch whose three `[rows, L]` columns all
 //! point at one shared buffer of zeros. An uncompressed stream encoder
 //! passes array buffers through as they are, so the places where that
-//! buffer comes back are the places of the columns in the message; they
-//! are written there with [`fill_row`]. Compressed messages take the
-//! ordinary path (the codec must see the data).
+//! buffer comes back are the places of the columns in the message. Input
+//! and target are written there as each row's values and padding, and
+//! [`finish_row`] draws the mask (or shifts the target) in place.
+//! Compressed messages take the ordinary path (the codec must see the data).
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
@@ -22,10 +23,11 @@ use arrow_ipc::writer::{
 };
 use arrow_schema::{Field, SchemaRef};
 
+use crate::PAD_TOKEN;
 use crate::batch::{
     Batch, BatchRow, BatchStats, HeaderValue, IpcCompression, batch_schema, headers, message_id,
 };
-use crate::task::{MaskConfig, RowOut, Task, fill_row};
+use crate::task::{MaskConfig, RowOut, Task, finish_row};
 
 /// The end-of-stream marker of the IPC stream format: continuation, then a
 /// zero metadata length.
@@ -183,11 +185,25 @@ impl BatchEncoder {
             + END_OF_STREAM.len();
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(&layout.schema_message);
+        for r in rows {
+            let n = r.borrow().values.len();
+            assert!(n > 0 && n <= l, "row does not fit its bucket");
+        }
+        // Input and target are written as each row's values then padding,
+        // the loss mask as zeros; `finish_row` does the rest in place.
         let mut at = Vec::with_capacity(3);
         for part in &parts {
             if part.as_ptr() == zeros.as_ptr() && part.len() == cells {
                 at.push(out.len());
-                out.resize(out.len() + cells, 0);
+                if at.len() == 3 {
+                    out.resize(out.len() + cells, 0);
+                } else {
+                    for r in rows {
+                        let values = &r.borrow().values;
+                        out.extend_from_slice(values);
+                        out.resize(out.len() + l - values.len(), PAD_TOKEN);
+                    }
+                }
             } else {
                 out.extend_from_slice(part.as_slice());
             }
@@ -201,17 +217,13 @@ impl BatchEncoder {
         let input = &mut head[input_at..input_at + cells];
         for (r, row) in rows.iter().enumerate() {
             let row = row.borrow();
-            assert!(
-                !row.values.is_empty() && row.values.len() <= l,
-                "row does not fit its bucket"
-            );
             let span = r * l..(r + 1) * l;
-            fill_row(
+            finish_row(
                 task,
                 mask,
                 epoch,
                 &row.seq_id,
-                &row.values,
+                row.values.len(),
                 RowOut {
                     input: &mut input[span.clone()],
                     target: &mut target[span.clone()],
