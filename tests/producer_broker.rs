@@ -642,11 +642,12 @@ async fn bench_publish_alternates_the_ceiling_publishers_and_reports_its_rounds(
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     assert_eq!(r["produce_seconds"].as_f64().unwrap(), min(&p));
     assert_eq!(r["ceiling_seconds"].as_f64().unwrap(), min(&c));
-    assert_eq!(
-        r["fraction_of_ceiling"].as_f64().unwrap(),
-        min(&c) / min(&p)
-    );
+    // Ratios to within rounding: the bench may divide in another order.
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+    let fraction = r["fraction_of_ceiling"].as_f64().unwrap();
+    assert!(close(fraction, min(&c) / min(&p)), "{fraction}");
     let mut ratios: Vec<f64> = c.iter().zip(&p).map(|(c, p)| c / p).collect();
     ratios.sort_by(f64::total_cmp);
-    assert_eq!(r["paired_fraction_median"].as_f64().unwrap(), ratios[1]);
+    let median = r["paired_fraction_median"].as_f64().unwrap();
+    assert!(close(median, ratios[1]), "{median} vs {ratios:?}");
 }
