@@ -109,6 +109,10 @@ impl BatchEncoder {
         rows: &[R],
         compression: Option<IpcCompression>,
     ) -> EncodedBatch {
+        for r in rows {
+            let n = r.borrow().values.len();
+            assert!(n > 0 && n <= bucket_len, "row does not fit its bucket");
+        }
         let lengths: Vec<u32> = rows
             .iter()
             .map(|r| r.borrow().values.len() as u32)
