@@ -115,6 +115,15 @@ pub trait Consumer: Send {
     /// Dropping the consumer returns its unacked deliveries to the queue.
     async fn next(&mut self) -> Result<Option<Delivery>, MqError>;
 
+    /// Asks the broker for no more deliveries (AMQP `basic.cancel`). The
+    /// deliveries it sent before it agreed are still handed out by
+    /// [`next`](Self::next), which then returns `Ok(None)`; so draining `next`
+    /// after a cancel leaves nothing of this consumer in flight. Deliveries in
+    /// hand stay settleable until the consumer is dropped. A cancelled
+    /// consumer does not subscribe again after a lost connection: its
+    /// unsettled deliveries go back to the queue, and `next` ends.
+    async fn cancel(&mut self) -> Result<(), MqError>;
+
     /// The queue consumed.
     fn queue(&self) -> &str;
 }

@@ -65,3 +65,8 @@ async fn delete_and_close_end_consumers() {
 async fn unroutable_is_an_error() {
     common::unroutable_is_an_error(&transport()).await;
 }
+
+#[tokio::test]
+async fn cancel_hands_out_what_was_sent_then_ends() {
+    common::cancel_hands_out_what_was_sent_then_ends(&transport(), false).await;
+}

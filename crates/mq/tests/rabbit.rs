@@ -370,3 +370,9 @@ async fn broker_restart_loses_nothing() {
         .expect("delete timed out")
         .expect("delete failed");
 }
+
+#[tokio::test]
+async fn cancel_hands_out_what_was_sent_then_ends() {
+    let _shared = BROKER.read().await;
+    common::cancel_hands_out_what_was_sent_then_ends(&connect().await, true).await;
+}

@@ -255,14 +255,14 @@ pub async fn run(
     let building = Arc::new(Semaphore::new(concurrency));
     let mut slot: Option<OwnedSemaphorePermit> = None;
     let mut publishers: Vec<Box<dyn Publisher>> = Vec::with_capacity(2 * concurrency);
-    let mut tasks = transport
-        .consume(
-            &topo.files(),
-            ConsumeOptions {
-                prefetch: (2 * concurrency) as u16,
-            },
-        )
-        .await?;
+    let files = ConsumeOptions {
+        prefetch: (2 * concurrency) as u16,
+    };
+    let mut tasks = transport.consume(&topo.files(), files).await?;
+    // Set once the files queue looked empty and the consumer was cancelled:
+    // the tasks the broker had already sent are still taken, then the
+    // consumer ends.
+    let mut draining = false;
     let progress = work::progress_bar(shared.plan.tasks.len() as u64);
     let mut running: JoinSet<Worked> = JoinSet::new();
     let mut exhausted = false;
@@ -322,13 +322,32 @@ pub async fn run(
                         let permit = slot.take().expect("taken only with a slot");
                         running.spawn(process(shared.clone(), delivery, publisher, permit));
                     }
+                    Ok(Ok(None)) if draining => {
+                        // Every task sent to us is in hand. One that came back
+                        // meanwhile (our channel lost, a peer gone) is taken
+                        // with a fresh consumer.
+                        if transport.queue_depth(&topo.files()).await? == 0 {
+                            exhausted = true;
+                        } else {
+                            tasks = transport.consume(&topo.files(), files).await?;
+                            draining = false;
+                        }
+                    }
                     Ok(Ok(None)) => exhausted = true,
                     Ok(Err(e)) => return Err(e.into()),
+                    Err(_) if draining => {}
                     Err(_) => {
-                        // Nothing delivered for a while: done when no task is
-                        // waiting. (Tasks held by live peers are theirs; a dead
-                        // peer's come back to whichever producer runs next.)
-                        exhausted = transport.queue_depth(&topo.files()).await? == 0;
+                        // Nothing delivered for a while, and no task waiting.
+                        // The depth counts only tasks not yet sent to anyone,
+                        // so a task the broker already sent us, still on its
+                        // way, is not in it: cancel, and take what was sent
+                        // until the consumer ends. (Tasks held by live peers
+                        // are theirs; a dead peer's come back to whichever
+                        // producer runs next.)
+                        if transport.queue_depth(&topo.files()).await? == 0 {
+                            tasks.cancel().await?;
+                            draining = true;
+                        }
                     }
                 }
             }

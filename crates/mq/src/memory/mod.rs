@@ -185,6 +185,7 @@ impl Transport for MemoryTransport {
         Ok(Box::new(MemoryConsumer {
             transport: self.clone(),
             key,
+            cancelled: false,
         }))
     }
 
@@ -234,11 +235,17 @@ impl Publisher for MemoryPublisher {
 struct MemoryConsumer {
     transport: MemoryTransport,
     key: ConsumerKey,
+    /// Set by `cancel`: nothing more is taken. Consumers here pull, so
+    /// nothing was sent ahead that a drain would still have to hand out.
+    cancelled: bool,
 }
 
 #[async_trait]
 impl Consumer for MemoryConsumer {
     async fn next(&mut self) -> Result<Option<Delivery>, MqError> {
+        if self.cancelled {
+            return Ok(None);
+        }
         let taken = self
             .transport
             .wait_for(|state| match state.take(&self.key) {
@@ -262,6 +269,11 @@ impl Consumer for MemoryConsumer {
             ))),
             Taken::Wait | Taken::Ended => Ok(None),
         }
+    }
+
+    async fn cancel(&mut self) -> Result<(), MqError> {
+        self.cancelled = true;
+        Ok(())
     }
 
     fn queue(&self) -> &str {

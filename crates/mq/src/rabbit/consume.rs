@@ -14,11 +14,13 @@ use crate::topology::{QueueKind, QueueSpec};
 use crate::transport::Consumer;
 use async_trait::async_trait;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Acker, Channel};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// One subscription: a channel and the lapin consumer on it.
@@ -121,6 +123,9 @@ async fn subscribe_retrying(
 pub(crate) struct RabbitConsumer {
     queue: String,
     deliveries: mpsc::Receiver<Result<Delivery, MqError>>,
+    /// Tells the task to cancel the subscription; taken by the first
+    /// `cancel`.
+    cancel: Option<oneshot::Sender<()>>,
     /// Aborted on drop; that drops the channel, and lapin closes it, so the
     /// broker requeues the unacked deliveries.
     task: JoinHandle<()>,
@@ -138,11 +143,13 @@ impl RabbitConsumer {
         // The task waits on the channel while the caller holds a prefetch
         // worth of deliveries; a little room keeps the broker's pushes flowing.
         let (tx, rx) = mpsc::channel(usize::from(prefetch).max(1));
+        let (cancel, cancelled) = oneshot::channel();
         let queue = spec.name.clone();
-        let task = tokio::spawn(run(inner, spec, prefetch, first, tx));
+        let task = tokio::spawn(run(inner, spec, prefetch, first, tx, cancelled));
         Ok(Self {
             queue,
             deliveries: rx,
+            cancel: Some(cancel),
             task,
         })
     }
@@ -160,26 +167,53 @@ impl Consumer for RabbitConsumer {
         self.deliveries.recv().await.transpose()
     }
 
+    async fn cancel(&mut self) -> Result<(), MqError> {
+        if let Some(cancel) = self.cancel.take() {
+            // The task may have ended already (queue deleted, broker gone):
+            // then there is nothing left to cancel.
+            let _ = cancel.send(());
+        }
+        Ok(())
+    }
+
     fn queue(&self) -> &str {
         &self.queue
     }
 }
 
 /// Forwards deliveries, subscribing again whenever the subscription dies,
-/// until the consumer is dropped, the broker cancels it (queue deleted), or
-/// the broker stays unreachable.
+/// until the consumer is dropped, the broker cancels it (queue deleted), the
+/// broker stays unreachable, or the consumer is cancelled.
+///
+/// On `cancelled`, it sends `basic.cancel` and forwards what arrives until
+/// lapin ends the subscription on `basic.cancel-ok` (the broker sends every
+/// delivery of the subscription before it). Then `next` ends, while the
+/// channel stays open, for settling, until the consumer is dropped.
 async fn run(
     inner: Arc<Inner>,
     spec: QueueSpec,
     prefetch: u16,
     mut subscription: Subscription,
     tx: mpsc::Sender<Result<Delivery, MqError>>,
+    mut cancelled: oneshot::Receiver<()>,
 ) {
     let is_stream = spec.kind == QueueKind::Stream;
     let dead_queue = spec.dead_letter.as_ref().map(|dl| dl.queue.clone());
     let mut next_offset = None;
+    let mut cancelling = false;
     loop {
-        while let Some(item) = subscription.consumer.next().await {
+        loop {
+            let item = tokio::select! {
+                // A dropped sender means the consumer is gone, and this task
+                // is being aborted: either way, stop subscribing.
+                _ = &mut cancelled, if !cancelling => {
+                    cancelling = true;
+                    send_cancel(&subscription, &spec.name);
+                    continue;
+                }
+                item = subscription.consumer.next() => item,
+            };
+            let Some(item) = item else { break };
             let delivery = match item {
                 Ok(delivery) => delivery,
                 Err(err) => {
@@ -216,6 +250,14 @@ async fn run(
         if inner.is_closed() {
             return;
         }
+        if cancelling {
+            // Everything sent before the cancel was forwarded. Settling needs
+            // the channel, which closes (returning what is unsettled) when
+            // the consumer drops and aborts this task.
+            drop(tx);
+            std::future::pending::<()>().await;
+            return;
+        }
         if subscription.channel.status().connected() {
             // The stream ended on a live channel: the broker cancelled the
             // consumer, because the queue was deleted.
@@ -233,6 +275,23 @@ async fn run(
             }
         };
     }
+}
+
+/// Sends `basic.cancel` for the subscription's consumer without waiting for
+/// the reply, so that deliveries keep being read meanwhile. A failure means
+/// the channel is dying, which ends the subscription anyway.
+fn send_cancel(subscription: &Subscription, queue: &str) {
+    let channel = subscription.channel.clone();
+    let tag = subscription.consumer.tag();
+    let queue = queue.to_owned();
+    tokio::spawn(async move {
+        if let Err(err) = channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await
+        {
+            tracing::debug!(%queue, error = %err, "basic.cancel failed");
+        }
+    });
 }
 
 /// Settles a delivery on the channel it came on.

@@ -428,3 +428,82 @@ pub async fn delete_and_close_end_consumers(transport: &dyn Transport) {
         .expect_err("publishing after close must fail");
     assert!(matches!(err, pretext_mq::MqError::Closed), "{err:?}");
 }
+
+/// `cancel` stops new deliveries; what the broker already sent is still
+/// handed out, then `next` ends; deliveries in hand stay settleable, and
+/// unsettled ones go back when the consumer is dropped.
+///
+/// With `pushes_ahead` (RabbitMQ), the test first waits until the broker
+/// has sent every message to the consumer (the queue shows none ready)
+/// without any being read: those must all come out of the drain. The memory
+/// transport's consumers pull, so nothing is sent ahead and the drain is
+/// empty.
+pub async fn cancel_hands_out_what_was_sent_then_ends(
+    transport: &dyn Transport,
+    pushes_ahead: bool,
+) {
+    let topology = declare(transport, "cancel", TopologyConfig::default()).await;
+    let queue = topology.pretrain();
+    for i in 0..4 {
+        publish(transport, &queue, message(&format!("m{i}"))).await;
+    }
+    let mut consumer = consume(transport, &queue, 4).await;
+    let m0 = next(&mut consumer).await;
+    if pushes_ahead {
+        // The precondition of the producer's end-of-work check: nothing is
+        // ready, yet three messages are on their way to this consumer.
+        timeout(STEP, async {
+            while depth(transport, &queue).await != 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the broker never sent the prefetch ahead");
+    }
+    consumer.cancel().await.expect("cancel");
+    let mut drained = Vec::new();
+    while let Some(delivery) = timeout(STEP, consumer.next())
+        .await
+        .expect("a cancelled consumer must end")
+        .expect("consumer failed")
+    {
+        drained.push(delivery);
+    }
+    let ids: Vec<&str> = drained.iter().map(|d| d.message_id()).collect();
+    let expected: &[&str] = if pushes_ahead {
+        &["m1", "m2", "m3"]
+    } else {
+        &[]
+    };
+    assert_eq!(ids, expected, "the drain hands out exactly what was sent");
+    // Nothing new after the cancel, even when a message arrives.
+    publish(transport, &queue, message("late")).await;
+    let after = timeout(QUIET, consumer.next()).await;
+    assert!(
+        matches!(after, Ok(Ok(None))),
+        "a cancelled consumer stays ended: {after:?}"
+    );
+    // Settling still works after the cancel; m0 is left unsettled.
+    let acked = drained.len() as u64;
+    for delivery in drained {
+        delivery.ack().await.expect("ack after cancel");
+    }
+    drop(consumer);
+    // 5 published, the drained ones acked; m0 and the rest are back or still
+    // ready.
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let now = depth(transport, &queue).await;
+        if now == 5 - acked {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "depth {now}, expected {}",
+            5 - acked
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(m0);
+    delete(transport, &topology).await;
+}
