@@ -46,7 +46,9 @@ pub struct ProducerConfig {
     /// that has sent everything waits for its confirms outside this count,
     /// so up to twice as many are in hand).
     pub concurrency: usize,
-    /// How long without a task before checking whether the files queue is empty.
+    /// How long without a task before checking whether the files queue is
+    /// empty. When it is, the producer stops taking tasks (the consumer is
+    /// cancelled), does the ones the broker had already sent it, and stops.
     pub idle_check_ms: u64,
     /// Seconds after which a plan claim that stopped being refreshed is
     /// taken over (its producer died while planning).
