@@ -318,7 +318,8 @@ impl IpcCompression {
     }
 }
 
-fn item_field() -> Arc<Field> {
+/// The item field of the `FixedSizeList<u8, L>` columns.
+pub(crate) fn item_field() -> Arc<Field> {
     Arc::new(Field::new("item", DataType::UInt8, false))
 }
 

@@ -21,11 +21,12 @@ use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_ipc::writer::{
     DictionaryTracker, IpcDataGenerator, IpcWriteOptions, StreamEncoder, write_message,
 };
-use arrow_schema::{Field, SchemaRef};
+use arrow_schema::SchemaRef;
 
 use crate::PAD_TOKEN;
 use crate::batch::{
-    Batch, BatchRow, BatchStats, HeaderValue, IpcCompression, batch_schema, headers, message_id,
+    Batch, BatchRow, BatchStats, HeaderValue, IpcCompression, batch_schema, headers, item_field,
+    message_id,
 };
 use crate::task::{MaskConfig, RowOut, Task, finish_row};
 
@@ -158,9 +159,8 @@ impl BatchEncoder {
             .or_insert_with(|| Layout::new(task, l, epoch));
         let column = || -> ArrayRef {
             let values = UInt8Array::new(ScalarBuffer::new(zeros.clone(), 0, cells), None);
-            let item = Arc::new(Field::new("item", arrow_schema::DataType::UInt8, false));
             Arc::new(FixedSizeListArray::new(
-                item,
+                item_field(),
                 l as i32,
                 Arc::new(values),
                 None,
