@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use pretext_core::control::{ControlMessage, FileTask};
 use pretext_core::manifest::ManifestWriter;
-use pretext_mq::{ConsumeOptions, OutMessage, Publisher, SharedTransport, Topology};
+use pretext_mq::{ConsumeOptions, Consumer, OutMessage, Publisher, SharedTransport, Topology};
 use pretext_ops::names;
 use serde::Serialize;
 use work::TaskOutput;
@@ -263,6 +263,10 @@ pub async fn run(
     // the tasks the broker had already sent are still taken, then the
     // consumer ends.
     let mut draining = false;
+    // Consumers replaced after a drain, kept until the run ends: dropping
+    // one closes its channel, which would hand the tasks still running from
+    // it back to the queue, to be done twice.
+    let mut retired: Vec<Box<dyn Consumer>> = Vec::new();
     let progress = work::progress_bar(shared.plan.tasks.len() as u64);
     let mut running: JoinSet<Worked> = JoinSet::new();
     let mut exhausted = false;
@@ -329,7 +333,8 @@ pub async fn run(
                         if transport.queue_depth(&topo.files()).await? == 0 {
                             exhausted = true;
                         } else {
-                            tasks = transport.consume(&topo.files(), files).await?;
+                            let fresh = transport.consume(&topo.files(), files).await?;
+                            retired.push(std::mem::replace(&mut tasks, fresh));
                             draining = false;
                         }
                     }
