@@ -6,14 +6,23 @@
 //! broker's last pushes are still on their way: the queue then shows no
 //! task ready, though some are this producer's. Each run uses its own
 //! namespace and deletes it; a missing broker fails the test.
+//!
+//! On the in-process transport, wrapped so that a task comes back to the
+//! files queue during the drain: the producer takes it with a new consumer
+//! and does no task twice.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pretext_core::manifest::read_manifests;
 use pretext_core::split::Split;
 use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::task::Task;
-use pretext_mq::{MemoryTransport, RabbitConfig, SharedTransport, Topology};
+use pretext_mq::{
+    ConsumeOptions, Consumer, DeadLetter, Delivery, MemoryTransport, MqError, OutMessage,
+    Publisher, QueueSpec, RabbitConfig, SharedTransport, Topology, Transport,
+};
 use pretext_producer::{ProducerConfig, run};
 
 fn amqp_url() -> String {
@@ -96,6 +105,184 @@ async fn a_producer_takes_the_tasks_already_sent_to_it_before_stopping() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_on_the_memory_transport_does_every_task() {
-    let transport: SharedTransport = std::sync::Arc::new(MemoryTransport::new());
+    let transport: SharedTransport = Arc::new(MemoryTransport::new());
     one_producer_does_every_task(transport, "idle-memory").await;
+}
+
+/// The in-process transport, with two twists that set up the one path of
+/// the end-of-work check that replaces the files consumer:
+/// - the first consumer of the files queue keeps back the first task it gets
+///   (as a peer holding it would) and gives it back when it is cancelled, so
+///   the drain ends with a task waiting again;
+/// - batch publishers confirm only after [`SLOW_CONFIRM`], so tasks taken
+///   from that first consumer are still running when it is replaced.
+#[derive(Debug)]
+struct TaskComesBack {
+    inner: MemoryTransport,
+    files: String,
+    /// Consumers of the files queue made so far.
+    files_consumers: Arc<AtomicUsize>,
+}
+
+const SLOW_CONFIRM: std::time::Duration = std::time::Duration::from_millis(150);
+
+#[async_trait::async_trait]
+impl Transport for TaskComesBack {
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), MqError> {
+        self.inner.declare_queue(spec).await
+    }
+    async fn declare_dead_letter(&self, dead_letter: &DeadLetter) -> Result<(), MqError> {
+        self.inner.declare_dead_letter(dead_letter).await
+    }
+    async fn publish(&self, queue: &str, message: OutMessage) -> Result<(), MqError> {
+        self.inner.publish(queue, message).await
+    }
+    async fn publisher(&self, queue: &str) -> Result<Box<dyn Publisher>, MqError> {
+        let inner = self.inner.publisher(queue).await?;
+        if queue == self.files {
+            return Ok(inner);
+        }
+        Ok(Box::new(SlowConfirms { inner }))
+    }
+    async fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<Box<dyn Consumer>, MqError> {
+        let inner = self.inner.consume(queue, options).await?;
+        let first = queue == self.files && self.files_consumers.fetch_add(1, Ordering::SeqCst) == 0;
+        if !first {
+            return Ok(inner);
+        }
+        Ok(Box::new(KeepsOneBack {
+            inner,
+            kept: None,
+            kept_one: false,
+        }))
+    }
+    async fn queue_depth(&self, queue: &str) -> Result<u64, MqError> {
+        self.inner.queue_depth(queue).await
+    }
+    async fn purge(&self, queue: &str) -> Result<u64, MqError> {
+        self.inner.purge(queue).await
+    }
+    async fn delete_queue(&self, queue: &str) -> Result<(), MqError> {
+        self.inner.delete_queue(queue).await
+    }
+    async fn delete_exchange(&self, exchange: &str) -> Result<(), MqError> {
+        self.inner.delete_exchange(exchange).await
+    }
+    async fn close(&self) -> Result<(), MqError> {
+        self.inner.close().await
+    }
+}
+
+struct SlowConfirms {
+    inner: Box<dyn Publisher>,
+}
+
+#[async_trait::async_trait]
+impl Publisher for SlowConfirms {
+    async fn send(&mut self, message: OutMessage) -> Result<(), MqError> {
+        self.inner.send(message).await
+    }
+    async fn flush(&mut self) -> Result<(), MqError> {
+        tokio::time::sleep(SLOW_CONFIRM).await;
+        self.inner.flush().await
+    }
+    fn unconfirmed(&self) -> usize {
+        self.inner.unconfirmed()
+    }
+}
+
+struct KeepsOneBack {
+    inner: Box<dyn Consumer>,
+    kept: Option<Delivery>,
+    kept_one: bool,
+}
+
+#[async_trait::async_trait]
+impl Consumer for KeepsOneBack {
+    async fn next(&mut self) -> Result<Option<Delivery>, MqError> {
+        if !self.kept_one {
+            self.kept_one = true;
+            self.kept = self.inner.next().await?;
+        }
+        self.inner.next().await
+    }
+    async fn cancel(&mut self) -> Result<(), MqError> {
+        if let Some(kept) = self.kept.take() {
+            kept.nack_requeue()
+                .await
+                .expect("giving the kept task back");
+        }
+        self.inner.cancel().await
+    }
+    fn queue(&self) -> &str {
+        self.inner.queue()
+    }
+}
+
+/// When the files queue shows a task again after a drain (it came back from
+/// a peer), the producer takes it with a new consumer; the tasks it took
+/// from the old one, still waiting for their confirms, stay its own: each
+/// task is done once, and each batch is in the manifest once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_back_after_the_drain_is_done_and_none_is_done_twice() {
+    let name = "idle-back";
+    let topo = Topology::new(name);
+    let files_consumers = Arc::new(AtomicUsize::new(0));
+    let transport: SharedTransport = Arc::new(TaskComesBack {
+        inner: MemoryTransport::new(),
+        files: topo.files(),
+        files_consumers: files_consumers.clone(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let synth = SynthConfig {
+        sequences: 48,
+        min_len: 512,
+        max_len: 1024,
+        seed: 6,
+        rows_per_file: 48,
+        row_group_rows: 8,
+        ..Default::default()
+    };
+    generate(&synth, &dir.path().join("data")).unwrap();
+    let run_dir = dir.path().join("run");
+    let mut cfg = ProducerConfig::new(
+        vec![dir.path().join("data")],
+        Task::Next,
+        name,
+        run_dir.clone(),
+    );
+    cfg.task_rows = 8;
+    cfg.idle_check_ms = 1;
+    cfg.concurrency = 1;
+    let summary = run(cfg, transport.clone(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(
+        files_consumers.load(Ordering::SeqCst),
+        2,
+        "the drain ended with the kept task waiting, so a second consumer took it"
+    );
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("plan.json")).unwrap()).unwrap();
+    let planned = plan["tasks"].as_array().unwrap().len() as u64;
+    assert_eq!(summary.tasks, planned, "each task done once");
+    // read_manifests collapses repeated ids; the lines written do not.
+    let manifest = read_manifests(&run_dir).unwrap();
+    let mut lines = 0;
+    for file in std::fs::read_dir(run_dir.join("manifests")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        lines += text.lines().count();
+    }
+    assert_eq!(lines, manifest.len(), "no batch published twice");
+    assert_eq!(manifest.len() as u64, summary.batches);
+    assert_eq!(transport.queue_depth(&topo.files()).await.unwrap(), 0);
+    assert_eq!(
+        transport.queue_depth(&topo.pretrain()).await.unwrap(),
+        summary.batches,
+        "each batch in the queue once"
+    );
 }
