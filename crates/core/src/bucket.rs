@@ -65,7 +65,26 @@ impl BucketConfig {
     pub fn rows_per_batch(&self, b: usize) -> usize {
         (self.max_tokens / self.edges[b]).max(1)
     }
+
+    /// An upper bound on the encoded size of any batch these buckets make,
+    /// for sequence ids of at most [`ID_BYTES_ALLOWANCE`] bytes on average:
+    /// the three `[rows, L]` columns of the fullest batch, plus per row its
+    /// id, offsets, length and label, plus the schema and padding (the terms
+    /// of [`Batch::encoded_capacity`](crate::batch::Batch::encoded_capacity)).
+    pub fn largest_batch_bytes(&self) -> usize {
+        (0..self.edges.len())
+            .map(|b| {
+                let rows = self.rows_per_batch(b);
+                3 * rows * self.edges[b] + rows * (16 + ID_BYTES_ALLOWANCE) + 8192
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
+
+/// Mean sequence-id length that [`BucketConfig::largest_batch_bytes`]
+/// allows for.
+pub const ID_BYTES_ALLOWANCE: usize = 64;
 
 /// Groups items by bucket and releases full batches as they fill.
 #[derive(Debug)]
@@ -116,6 +135,46 @@ impl<T> Bucketer<T> {
 
 #[cfg(test)]
 mod tests {
+    use crate::batch::{Batch, BatchRow, MAX_MESSAGE_BYTES};
+    use crate::task::{MaskConfig, Task};
+
+    /// The bound holds for the fullest batch of each bucket, ids of the
+    /// allowed length included, and it separates the default budget from
+    /// one whose batches would pass the message limit.
+    #[test]
+    fn largest_batch_bytes_bounds_every_bucket_and_flags_oversized_budgets() {
+        let cfg = BucketConfig {
+            edges: vec![512, 4096, 30_720],
+            max_tokens: 1 << 20,
+        };
+        let bound = cfg.largest_batch_bytes();
+        let mut largest = 0;
+        for (b, &l) in cfg.edges.iter().enumerate() {
+            let rows: Vec<BatchRow> = (0..cfg.rows_per_batch(b))
+                .map(|i| BatchRow {
+                    seq_id: format!("{i:0>64}"),
+                    values: vec![7; l],
+                    label: None,
+                })
+                .collect();
+            let bytes = Batch::build(Task::Next, &MaskConfig::default(), 0, l, &rows)
+                .into_encoded(None)
+                .len();
+            assert!(bytes <= bound, "bucket {l}: {bytes} > {bound}");
+            largest = largest.max(bytes);
+        }
+        assert!(
+            bound - largest < 16 * 1024,
+            "a tight bound: {bound} vs {largest}"
+        );
+        assert!(BucketConfig::default().largest_batch_bytes() < MAX_MESSAGE_BYTES);
+        let oversized = BucketConfig {
+            max_tokens: 6_000_000,
+            ..BucketConfig::default()
+        };
+        assert!(oversized.largest_batch_bytes() > MAX_MESSAGE_BYTES);
+    }
+
     use super::*;
 
     #[test]

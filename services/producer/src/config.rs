@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use pretext_core::batch::IpcCompression;
+use pretext_core::batch::{IpcCompression, MAX_MESSAGE_BYTES};
 use pretext_core::bucket::BucketConfig;
 use pretext_core::split::Split;
 use pretext_core::task::{MaskConfig, Task};
@@ -113,6 +113,15 @@ impl ProducerConfig {
         {
             return bad("the last bucket edge must cover --max-len");
         }
+        let largest = self.buckets.largest_batch_bytes();
+        if largest > MAX_MESSAGE_BYTES {
+            return Err(ProducerError::Config(format!(
+                "--max-tokens {} makes batches of up to {largest} bytes, over the \
+                 {MAX_MESSAGE_BYTES}-byte message limit that consumers enforce (they would \
+                 dead-letter them); lower it",
+                self.buckets.max_tokens
+            )));
+        }
         if self.ns.is_empty() || self.producer_id.is_empty() {
             return bad("namespace and producer id must not be empty");
         }
@@ -126,4 +135,30 @@ pub fn default_producer_id() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".to_owned());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ProducerConfig {
+        ProducerConfig::new(vec!["data".into()], Task::Masked, "ns", "run".into())
+    }
+
+    #[test]
+    fn a_token_budget_whose_batches_pass_the_message_limit_is_refused() {
+        let mut cfg = config();
+        cfg.check().expect("the defaults are usable");
+        cfg.buckets.max_tokens = 6_000_000;
+        let err = cfg
+            .check()
+            .expect_err("6M tokens make messages over 16 MiB");
+        let text = err.to_string();
+        assert!(
+            text.contains("--max-tokens 6000000") && text.contains("message limit"),
+            "{text}"
+        );
+        cfg.buckets.max_tokens = 4_000_000;
+        cfg.check().expect("4M tokens fit in 16 MiB");
+    }
 }
