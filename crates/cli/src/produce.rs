@@ -33,7 +33,8 @@ pub struct Args {
     /// Splits to publish (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "train")]
     pub splits: Vec<Split>,
-    /// Token budget per batch (rows × bucket length).
+    /// Token budget per batch (rows × bucket length); a budget whose batches
+    /// would pass the 16 MiB message limit (about 5.5M tokens) is refused.
     #[arg(long, default_value_t = 65_536)]
     pub max_tokens: usize,
     /// Mean span of masked spans (1 = single positions).
