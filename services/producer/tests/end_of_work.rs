@@ -52,20 +52,22 @@ fn dataset(dir: &Path) -> SynthConfig {
     cfg
 }
 
+/// A `next` producer of `dir/data` into `dir/run`, with tasks of 8 rows and
+/// a 1 ms idle check.
+fn quick_producer(dir: &Path, name: &str) -> ProducerConfig {
+    let mut cfg = ProducerConfig::new(vec![dir.join("data")], Task::Next, name, dir.join("run"));
+    cfg.task_rows = 8;
+    cfg.idle_check_ms = 1;
+    cfg
+}
+
 /// Runs one producer with a 1 ms idle check and asserts it did every task
 /// of the plan and published every train row once.
 async fn one_producer_does_every_task(transport: SharedTransport, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let synth = dataset(&dir.path().join("data"));
     let run_dir = dir.path().join("run");
-    let mut cfg = ProducerConfig::new(
-        vec![dir.path().join("data")],
-        Task::Next,
-        name,
-        run_dir.clone(),
-    );
-    cfg.task_rows = 8;
-    cfg.idle_check_ms = 1;
+    let cfg = quick_producer(dir.path(), name);
     let summary = run(cfg, transport.clone(), std::future::pending())
         .await
         .unwrap();
@@ -249,14 +251,7 @@ async fn a_task_back_after_the_drain_is_done_and_none_is_done_twice() {
     };
     generate(&synth, &dir.path().join("data")).unwrap();
     let run_dir = dir.path().join("run");
-    let mut cfg = ProducerConfig::new(
-        vec![dir.path().join("data")],
-        Task::Next,
-        name,
-        run_dir.clone(),
-    );
-    cfg.task_rows = 8;
-    cfg.idle_check_ms = 1;
+    let mut cfg = quick_producer(dir.path(), name);
     cfg.concurrency = 1;
     let summary = run(cfg, transport.clone(), std::future::pending())
         .await
