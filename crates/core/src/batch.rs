@@ -29,6 +29,14 @@ pub const SCHEMA_MAJOR: u32 = 1;
 pub const CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 /// Largest message a consumer decodes (RabbitMQ 4's default limit).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bytes reserved for the encoded message of `rows` rows of bucket length
+/// `bucket_len` whose ids total `id_bytes`: the three `[rows, L]` columns,
+/// the ids, 16 bytes a row for offsets, lengths and labels, and 8 KiB for
+/// the schema message, the batch header and the buffers' padding.
+pub fn message_capacity(rows: usize, bucket_len: usize, id_bytes: usize) -> usize {
+    3 * rows * bucket_len + id_bytes + rows * 16 + 8192
+}
 /// Most bytes the compressed buffers of one message may declare they
 /// decompress to, checked before decoding. A batch within the token budget
 /// decompresses to a few MiB; this is the bound on what a hostile one can
@@ -188,12 +196,10 @@ impl Batch {
 
     /// An upper bound on the uncompressed IPC stream's size, reserved up
     /// front so that encoding never grows (reallocates and copies) the
-    /// message: the three `[rows, L]` columns, the id bytes, 16 bytes a row
-    /// for offsets, lengths and labels, and 8 KiB for the schema message,
-    /// the batch header and the 64-byte padding of each buffer.
+    /// message: [`message_capacity`] of this batch's rows and ids.
     pub fn encoded_capacity(&self) -> usize {
         let ids: usize = self.seq_ids.iter().map(String::len).sum();
-        self.input.len() * 3 + ids + self.rows() * 16 + 8192
+        message_capacity(self.rows(), self.bucket_len, ids)
     }
 
     /// Encodes as one Arrow IPC stream, optionally compressed.

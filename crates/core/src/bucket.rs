@@ -68,14 +68,13 @@ impl BucketConfig {
 
     /// An upper bound on the encoded size of any batch these buckets make,
     /// for sequence ids of at most [`ID_BYTES_ALLOWANCE`] bytes on average:
-    /// the three `[rows, L]` columns of the fullest batch, plus per row its
-    /// id, offsets, length and label, plus the schema and padding (the terms
-    /// of [`Batch::encoded_capacity`](crate::batch::Batch::encoded_capacity)).
+    /// the [`message_capacity`](crate::batch::message_capacity) of the
+    /// fullest batch of each bucket.
     pub fn largest_batch_bytes(&self) -> usize {
         (0..self.edges.len())
             .map(|b| {
                 let rows = self.rows_per_batch(b);
-                3 * rows * self.edges[b] + rows * (16 + ID_BYTES_ALLOWANCE) + 8192
+                crate::batch::message_capacity(rows, self.edges[b], rows * ID_BYTES_ALLOWANCE)
             })
             .max()
             .unwrap_or(0)
@@ -135,6 +134,7 @@ impl<T> Bucketer<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::batch::{Batch, BatchRow, MAX_MESSAGE_BYTES};
     use crate::task::{MaskConfig, Task};
 
@@ -174,8 +174,6 @@ mod tests {
         };
         assert!(oversized.largest_batch_bytes() > MAX_MESSAGE_BYTES);
     }
-
-    use super::*;
 
     #[test]
     fn default_edges_cover_the_contract_range() {
