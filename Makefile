@@ -6,7 +6,7 @@ CARGO ?= cargo
 CARGO_ENV = LIBTORCH="$$(readlink -f .libtorch)"
 PRETEXT_ARGS ?=
 
-.PHONY: setup setup-broker build demo test fmt-check clippy unit bench
+.PHONY: setup setup-broker build demo test fmt-check clippy unit bench data-bacteria data-music
 setup:
 	ops/setup.sh
 
@@ -32,3 +32,12 @@ test: fmt-check clippy unit
 
 bench: setup
 	bench/run.sh
+
+# The two real development datasets (docs/datasets/): bacterial genomes from
+# Debian's ragout-examples, fiddle tunes from music21's corpus.
+data-bacteria: build
+	$(CARGO_ENV) $(CARGO) run --release -q -p pretext -- import-genomes \
+	  --source "$$(ops/get-genomes.sh)" --out data/bacteria --max-len 4096 --max-windows-per-species 250
+
+data-music: setup
+	.venv/bin/python python/import_music.py --out data/music

@@ -157,25 +157,30 @@ class PretrainModel(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Encoder, mean and max over each row's real positions, linear head."""
+    """Encoder, mean and max over each row's real positions and the log of
+    its length, linear head."""
 
     def __init__(self, cfg, num_classes):
         super().__init__()
         self.encoder = Encoder(cfg)
-        self.classifier_head = nn.Linear(2 * cfg["width"], num_classes)
-        # Fixed standardisation of the pooled features (identity unless the
-        # fine-tune calibrated it: the linear probe).
-        self.classifier_head.register_buffer("feature_shift", torch.zeros(2 * cfg["width"]))
-        self.classifier_head.register_buffer("feature_scale", torch.ones(2 * cfg["width"]))
+        d = 2 * cfg["width"] + 1
+        self.classifier_head = nn.Linear(d, num_classes)
+        # Fixed standardisation of the head's input (set by the fine-tune:
+        # every feature for the linear probe, the log length otherwise).
+        self.classifier_head.register_buffer("feature_shift", torch.zeros(d))
+        self.classifier_head.register_buffer("feature_scale", torch.ones(d))
         self.dropout = cfg.get("dropout", 0.0)
 
-    def pooled(self, tokens, lengths):  # -> [N, 2C]: mean, then max
+    def pooled(self, tokens, lengths):  # -> [N, 2C + 1]: mean, max, log length
         f = self.encoder(tokens, lengths)  # [N, C, L], zero at padding
-        mean = f.sum(2) / lengths.to(f.dtype).unsqueeze(1)
+        n = lengths.to(f.dtype).unsqueeze(1)
+        mean = f.sum(2) / n
         real = torch.arange(f.shape[2]).unsqueeze(0) < lengths.unsqueeze(1)  # [N, L]
         mx = f.masked_fill(~real.unsqueeze(1), float("-inf")).amax(2)
         pooled = torch.cat([mean, mx], 1)
-        return F.dropout(pooled, self.dropout, self.training) if self.dropout > 0 else pooled
+        if self.dropout > 0:
+            pooled = F.dropout(pooled, self.dropout, self.training)
+        return torch.cat([pooled, n.clamp_min(1).log()], 1)
 
     def forward(self, tokens, lengths):  # -> [N, K]
         h = self.classifier_head

@@ -518,7 +518,7 @@ async fn bad_messages_go_to_the_dead_letter_queue_with_their_reason() {
         }],
     );
     let mut v2 = good.encode(None);
-    let pos = v2.windows(3).position(|w| w == b"1.0").unwrap();
+    let pos = v2.windows(3).position(|w| w == b"1.1").unwrap();
     v2[pos] = b'2';
     // A valid Arrow stream whose columns break the contract.
     let mut wrong_cols = good.encode(None);
@@ -540,7 +540,7 @@ async fn bad_messages_go_to_the_dead_letter_queue_with_their_reason() {
             "application/json",
             "content type `application/json`",
         ),
-        ("v2", v2, CONTENT_TYPE, "unknown schema version `2.0`"),
+        ("v2", v2, CONTENT_TYPE, "unknown schema version `2.1`"),
         (
             "cols",
             wrong_cols,

@@ -41,7 +41,7 @@ fn v2_message(batch: &Batch) -> OutMessage {
     let mut bytes = batch.encode(None);
     let pos = bytes
         .windows(3)
-        .position(|w| w == b"1.0")
+        .position(|w| w == b"1.1")
         .expect("version string in the IPC stream");
     bytes[pos] = b'2';
     OutMessage::new("v2-batch", bytes)
@@ -125,7 +125,7 @@ async fn applies_every_batch_once_ends_on_its_own_and_dead_letters_bad_messages(
         .iter()
         .find(|d| d.0 == "v2-batch")
         .expect("the v2 batch is dead-lettered");
-    assert!(v2.1.contains("unknown schema version `2.0`"), "{v2:?}");
+    assert!(v2.1.contains("unknown schema version `2.1`"), "{v2:?}");
     let wrong = dead
         .iter()
         .find(|d| d.0 == wrong_task)

@@ -4,7 +4,10 @@
 //! links libtorch, so a producer built from it stays small in memory.
 
 pub mod produce;
+pub mod targets;
 pub mod validate;
+
+pub use targets::{Auto, TargetArgs};
 
 use clap::Args as ClapArgs;
 use pretext_core::validate::ValidationConfig;

@@ -37,12 +37,8 @@ pub struct Args {
     /// would pass the 16 MiB message limit (about 5.5M tokens) is refused.
     #[arg(long, default_value_t = 65_536)]
     pub max_tokens: usize,
-    /// Mean span of masked spans (1 = single positions).
-    #[arg(long, default_value_t = 1.0)]
-    pub mean_span: f64,
-    /// Masking rate.
-    #[arg(long, default_value_t = 0.15)]
-    pub mask_rate: f64,
+    #[command(flatten)]
+    pub targets: crate::TargetArgs,
     /// Producer id (names its manifest); default `<host>-<pid>`.
     #[arg(long, env = "PRETEXT_PRODUCER_ID")]
     pub producer_id: Option<String>,
@@ -57,8 +53,9 @@ pub struct Args {
 }
 
 impl Args {
-    /// The producer config these flags give.
-    pub fn config(&self) -> ProducerConfig {
+    /// The producer config these flags give (`auto` targets measured on
+    /// the data's first train rows).
+    pub fn config(&self) -> anyhow::Result<ProducerConfig> {
         let mut c = ProducerConfig::new(
             self.data.clone(),
             self.task,
@@ -67,9 +64,11 @@ impl Args {
         );
         c.epochs = self.epochs;
         c.splits = self.splits.clone();
-        c.mask.seed = self.seed;
-        c.mask.mean_span = self.mean_span;
-        c.mask.rate = self.mask_rate;
+        let (mask, _) = self.targets.resolve(&self.data, self.limits.config())?;
+        c.mask = pretext_core::task::MaskConfig {
+            seed: self.seed,
+            ..mask
+        };
         c.buckets.max_tokens = self.max_tokens;
         c.validation = self.limits.config();
         c.shutdown_grace_secs = self.shutdown_grace;
@@ -77,7 +76,7 @@ impl Args {
         if let Some(id) = &self.producer_id {
             c.producer_id = id.clone();
         }
-        c
+        Ok(c)
     }
 }
 
@@ -89,7 +88,7 @@ pub fn run_cmd(args: Args) -> anyhow::Result<ExitCode> {
         let server = args.metrics.start("producer").await?;
         let shutdown = shutdown_on_signal(server.as_ref());
         let transport = args.broker.connect().await?;
-        let summary = run(args.config(), transport, shutdown)
+        let summary = run(args.config()?, transport, shutdown)
             .await
             .context("producer failed")?;
         println!("{}", summary.line());

@@ -22,7 +22,9 @@ use crate::task::{MaskConfig, RowOut, Task, fill_row};
 use crate::{MAX_VALUE, PAD_TOKEN};
 
 /// Version of the batch contract; consumers reject an unknown major.
-pub const SCHEMA_VERSION: &str = "1.0";
+/// 1.1: `next` targets are the value `horizon` steps ahead (the producer's
+/// setting; 1.0 knew only horizon 1) and `masked` selects spans.
+pub const SCHEMA_VERSION: &str = "1.1";
 /// Major part of [`SCHEMA_VERSION`].
 pub const SCHEMA_MAJOR: u32 = 1;
 /// AMQP content type of batch messages.
@@ -451,6 +453,25 @@ impl DecodedBatch {
     }
 
     /// Rows, real tokens and padding.
+    /// The trivial token predictors on this batch's loss positions.
+    pub fn trivial(&self) -> crate::trivial::TrivialCounts {
+        let l = self.bucket_len;
+        let (input, target, mask) = (self.input(), self.target(), self.loss_mask());
+        let mut c = crate::trivial::TrivialCounts::default();
+        for (r, &len) in self.lengths().iter().enumerate() {
+            let span = r * l..(r + 1) * l;
+            let len = (len as usize).min(l);
+            c.add_row(
+                self.task,
+                &input[span.clone()],
+                &target[span.clone()],
+                &mask[span],
+                len,
+            );
+        }
+        c
+    }
+
     pub fn stats(&self) -> BatchStats {
         BatchStats::of(self.bucket_len, self.lengths())
     }
@@ -611,6 +632,11 @@ pub fn contract_json() -> serde_json::Value {
         "fields": fields,
         "schema_metadata": [meta::SCHEMA_VERSION, meta::TASK, meta::BUCKET_LEN, meta::EPOCH],
         "tasks": ["masked", "next", "classify"],
+        "targets": {
+            "masked": "target[t] = value[t] where loss_mask[t] = 1: positions selected singly or in spans (the producer's mask rate and mean span), 80% shown as MASK, 10% as a random value, 10% unchanged",
+            "next": "target[t] = value[t + h] where loss_mask[t] = 1, for t + h < length; h is the producer's horizon (1 = the next step)",
+            "classify": "no targets; labels only"
+        },
         "amqp": {
             "delivery_mode": "persistent",
             "message_id": "hex of sha256(task, epoch, bucket_len, seq_ids)[..16]: the same batch always has the same id",
@@ -680,11 +706,11 @@ mod tests {
         assert!(decode(bytes[..bytes.len() / 2].to_vec()).is_err());
         // Rewrite the version string in place (same length): a v2 batch.
         let mut forged = bytes.clone();
-        let pos = bytes.windows(3).position(|w| w == b"1.0").unwrap();
+        let pos = bytes.windows(3).position(|w| w == b"1.1").unwrap();
         forged[pos] = b'2';
         assert_eq!(
             decode(forged).unwrap_err(),
-            DecodeError::UnknownVersion("2.0".into())
+            DecodeError::UnknownVersion("2.1".into())
         );
     }
 

@@ -84,6 +84,33 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SampleErr
     move |source| SampleError::Io { op, path, source }
 }
 
+/// Run-length statistics of the first `max_rows` valid `train` rows of
+/// `paths` (files in [`discover`] order), what `auto` mask spans and
+/// horizons are taken from: every process reading the same paths gets the
+/// same answer.
+pub fn train_run_stats(
+    paths: &[PathBuf],
+    validation: ValidationConfig,
+    max_rows: usize,
+) -> Result<crate::trivial::RunStats, SampleError> {
+    let mut rows: Vec<Vec<u8>> = Vec::new();
+    let mut ids = IdRegistry::default();
+    'files: for f in discover(paths)? {
+        let mut reader = crate::input::ValidatingReader::open(&f, validation, None, None)?;
+        while let Some(c) = reader.next_chunk(&mut ids)? {
+            for r in c.verdict.rows {
+                if r.split == Split::Train {
+                    rows.push(r.values);
+                    if rows.len() >= max_rows {
+                        break 'files;
+                    }
+                }
+            }
+        }
+    }
+    Ok(crate::trivial::run_stats(rows.iter().map(Vec::as_slice)))
+}
+
 /// Writes a `fraction` of the valid `train` rows of `paths` (the rows with
 /// the smallest [`draw_key`] for `seed`) to `out`, unlabeled, atomically
 /// (a temporary file synced, then renamed). Returns the rows written; with

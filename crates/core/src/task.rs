@@ -1,6 +1,7 @@
 //! The self-supervised tasks: inputs, targets and loss masks for `masked`
-//! (BERT-style, reproducible per seed, epoch and sequence), `next`
-//! (next-step prediction) and `classify` (fine-tuning, no targets).
+//! (BERT-style single positions or spans, reproducible per seed, epoch and
+//! sequence), `next` (the step `horizon` ahead) and `classify` (fine-tuning,
+//! no targets).
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -15,7 +16,8 @@ use crate::{MASK_TOKEN, NUM_VALUES, PAD_TOKEN};
 pub enum Task {
     /// Masked-step prediction (41-way) on masked positions.
     Masked,
-    /// Next-step prediction (41-way): target[t] = value[t+1].
+    /// Next-step prediction (41-way): target[t] = value[t + horizon]
+    /// ([`MaskConfig::horizon`], 1 by default).
     Next,
     /// Sequence classification: labels only.
     Classify,
@@ -55,7 +57,8 @@ impl std::str::FromStr for Task {
     }
 }
 
-/// Masking parameters of the `masked` task.
+/// Target parameters of the self-supervised tasks: masking for `masked`,
+/// the horizon for `next`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MaskConfig {
     /// Fraction of real positions selected for the loss.
@@ -70,7 +73,21 @@ pub struct MaskConfig {
     /// Seed of every mask: the mask of a sequence depends only on (seed,
     /// epoch, seq_id).
     pub seed: u64,
+    /// `next` predicts the value this many steps ahead (1 = the next step).
+    /// On data whose values are held for many steps, copying the current
+    /// value solves horizon 1; a horizon past the typical run makes the
+    /// task need the data's structure.
+    #[serde(default = "default_horizon")]
+    pub horizon: usize,
 }
+
+fn default_horizon() -> usize {
+    1
+}
+
+/// Longest `next` horizon accepted (shorter than the shortest row the
+/// contract allows, 512).
+pub const MAX_HORIZON: usize = 256;
 
 impl Default for MaskConfig {
     fn default() -> Self {
@@ -80,7 +97,41 @@ impl Default for MaskConfig {
             random_fraction: 0.1,
             mean_span: 1.0,
             seed: 0,
+            horizon: 1,
         }
+    }
+}
+
+impl MaskConfig {
+    /// Checks the ranges: rate in (0, 1], fractions in [0, 1] summing to at
+    /// most 1, span at least 1, horizon in 1..=[`MAX_HORIZON`].
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.rate > 0.0 && self.rate <= 1.0) {
+            return Err(format!("mask rate must be in (0, 1], got {}", self.rate));
+        }
+        let f_ok = |f: f64| (0.0..=1.0).contains(&f);
+        if !f_ok(self.mask_fraction)
+            || !f_ok(self.random_fraction)
+            || self.mask_fraction + self.random_fraction > 1.0
+        {
+            return Err(format!(
+                "mask and random fractions must be in [0, 1] and sum to at most 1, got {} and {}",
+                self.mask_fraction, self.random_fraction
+            ));
+        }
+        if !(self.mean_span >= 1.0 && self.mean_span.is_finite()) {
+            return Err(format!(
+                "mask span must be at least 1, got {}",
+                self.mean_span
+            ));
+        }
+        if !(1..=MAX_HORIZON).contains(&self.horizon) {
+            return Err(format!(
+                "horizon must be in 1..={MAX_HORIZON}, got {}",
+                self.horizon
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -265,9 +316,11 @@ pub fn finish_row(
             apply_mask(mask, &mut rng, &mut input[..n], &mut loss_mask[..n]);
         }
         Task::Next => {
-            target.copy_within(1..n, 0);
-            target[n - 1] = PAD_TOKEN;
-            loss_mask[..n - 1].fill(1);
+            // target[t] = value[t + h] where t + h < n; PAD (no loss) after.
+            let h = mask.horizon.clamp(1, n);
+            target.copy_within(h..n, 0);
+            target[n - h..n].fill(PAD_TOKEN);
+            loss_mask[..n - h].fill(1);
         }
         Task::Classify => {}
     }
@@ -383,6 +436,127 @@ mod tests {
         assert_eq!(sel.iter().filter(|&&s| s).count(), 300);
         let runs = sel.windows(2).filter(|w| w[1] && !w[0]).count();
         assert!(runs < 120, "spans should merge positions into runs: {runs}");
+    }
+
+    #[test]
+    fn span_masks_keep_the_rate_the_span_and_the_padding() {
+        for (span, len) in [(4.0, 3000usize), (12.0, 5000), (30.0, 700)] {
+            let cfg = MaskConfig {
+                mean_span: span,
+                rate: 0.2,
+                ..Default::default()
+            };
+            let values = vec![3u8; len];
+            let mut run_lengths = Vec::new();
+            for s in 0..40 {
+                let l = len + 37; // room for padding
+                let (mut i, mut t, mut m) = (vec![0; l], vec![0; l], vec![0; l]);
+                let id = format!("r{s}");
+                let out = RowOut {
+                    input: &mut i,
+                    target: &mut t,
+                    loss_mask: &mut m,
+                };
+                fill_row(Task::Masked, &cfg, 1, &id, &values, out);
+                // The rate is exact; nothing past the row is selected or changed.
+                assert_eq!(
+                    m.iter().filter(|&&x| x == 1).count(),
+                    (0.2 * len as f64).round() as usize
+                );
+                assert!(m[len..].iter().all(|&x| x == 0));
+                assert!(i[len..].iter().chain(&t[len..]).all(|&x| x == PAD_TOKEN));
+                // Same seed, epoch and id: the same mask; another of any: another.
+                let again = select_positions(&cfg, &mut mask_rng(cfg.seed, 1, &id), len);
+                assert!(again.iter().zip(&m).all(|(&a, &b)| a == (b == 1)));
+                for other in [
+                    mask_rng(cfg.seed, 2, &id),
+                    mask_rng(cfg.seed + 1, 1, &id),
+                    mask_rng(cfg.seed, 1, "other"),
+                ] {
+                    let mut other = other;
+                    let sel = select_positions(&cfg, &mut other, len);
+                    assert!(sel.iter().zip(&m).any(|(&a, &b)| a != (b == 1)));
+                }
+                let mut run = 0;
+                for &x in &m[..len] {
+                    if x == 1 {
+                        run += 1;
+                    } else if run > 0 {
+                        run_lengths.push(run);
+                        run = 0;
+                    }
+                }
+                if run > 0 {
+                    run_lengths.push(run);
+                }
+            }
+            // Selected runs are about the span long (overlapping spans merge,
+            // a span cut by the row's end or the rate is shorter).
+            let mean = run_lengths.iter().sum::<usize>() as f64 / run_lengths.len() as f64;
+            assert!(
+                mean > 0.7 * span && mean < 1.6 * span,
+                "span {span}: mean run {mean}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_targets_at_a_horizon_by_hand() {
+        let values = [5u8, 6, 7, 8, 9];
+        let cfg = MaskConfig {
+            horizon: 3,
+            ..MaskConfig::default()
+        };
+        let (mut i, mut t, mut m) = (vec![0; 7], vec![0; 7], vec![0; 7]);
+        fill_row(
+            Task::Next,
+            &cfg,
+            0,
+            "s",
+            &values,
+            RowOut {
+                input: &mut i,
+                target: &mut t,
+                loss_mask: &mut m,
+            },
+        );
+        assert_eq!(i, [5, 6, 7, 8, 9, PAD_TOKEN, PAD_TOKEN]);
+        // t=0 sees 5 and must say 8 (three ahead); t=1 → 9; no target after.
+        assert_eq!(
+            t,
+            [8, 9, PAD_TOKEN, PAD_TOKEN, PAD_TOKEN, PAD_TOKEN, PAD_TOKEN]
+        );
+        assert_eq!(m, [1, 1, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn mask_config_ranges_are_checked() {
+        assert!(MaskConfig::default().check().is_ok());
+        for bad in [
+            MaskConfig {
+                rate: 0.0,
+                ..Default::default()
+            },
+            MaskConfig {
+                mean_span: 0.5,
+                ..Default::default()
+            },
+            MaskConfig {
+                horizon: 0,
+                ..Default::default()
+            },
+            MaskConfig {
+                horizon: MAX_HORIZON + 1,
+                ..Default::default()
+            },
+            MaskConfig {
+                mask_fraction: 0.9,
+                random_fraction: 0.2,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn padding_invariance() {
             .collect();
         let (tokens, lengths) = pad_rows(&rows, 40);
         let batched = model.features(&tokens, &lengths, false).unwrap(); // [3, C, 40]
-        let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [3, 2C]
+        let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [3, 2C + 1]
         for (i, row) in rows.iter().enumerate() {
             let l = row.size()[0];
             let alone = model
@@ -163,8 +163,8 @@ fn forward_shapes_and_input_errors() {
     );
     assert_eq!(
         classifier.pooled(&tokens, &lengths, true).unwrap().size(),
-        [2, 16],
-        "mean and max of 8 channels"
+        [2, 17],
+        "mean and max of 8 channels, and the log length"
     );
     assert_eq!(
         classifier
@@ -795,7 +795,7 @@ fn calibration_standardises_pooled_features_and_is_saved() {
     let mut classifier = Classifier::new(&config, 3, CPU).unwrap();
     let rows: Vec<Tensor> = (0..6).map(|i| random_ids(41, &[20 + i])).collect();
     let (tokens, lengths) = pad_rows(&rows, 25);
-    let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [6, 16]
+    let pooled = classifier.pooled(&tokens, &lengths, false).unwrap(); // [6, 17]
     let before = classifier.forward_t(&tokens, &lengths, false).unwrap();
     // Identity until calibrated: logits are the head applied to raw pooled features.
     let (shift, scale) = classifier.standardisation();
@@ -832,7 +832,50 @@ fn calibration_standardises_pooled_features_and_is_saved() {
     assert!(classifier.calibrate(&pooled.narrow(0, 0, 1)).is_err());
     assert!(
         classifier
+            .calibrate(&Tensor::zeros([4, 16], (Kind::Float, CPU)))
+            .is_err()
+    );
+    assert!(
+        classifier
             .calibrate(&Tensor::zeros([4, 3], (Kind::Float, CPU)))
             .is_err()
     );
+}
+
+#[test]
+fn the_head_sees_the_log_length_of_whole_rows_even_on_crops() {
+    let _rng = setup(12);
+    let config = tiny(
+        InputEncoding::Embedding,
+        Direction::Bidirectional,
+        NormKind::Layer,
+    );
+    let mut classifier = Classifier::new(&config, 3, CPU).unwrap();
+    let rows: Vec<Tensor> = (0..3).map(|i| random_ids(41, &[10 + 5 * i])).collect();
+    let (tokens, lengths) = pad_rows(&rows, 20);
+    let pooled = classifier.pooled(&tokens, &lengths, false).unwrap();
+    let last = pooled.size()[1] - 1;
+    for (i, l) in [10.0f64, 15.0, 20.0].into_iter().enumerate() {
+        let got = pooled.double_value(&[i as i64, last]);
+        assert!((got - l.ln()).abs() < 1e-5, "row {i}: {got}");
+    }
+    // Crops: the encoder sees the crop, the length feature the whole row.
+    let whole = Tensor::from_slice(&[1000i64, 2000, 4000]);
+    let cropped = classifier
+        .pooled_crops(&tokens, &lengths, &whole, false)
+        .unwrap();
+    assert!((cropped.double_value(&[2, last]) - 4000f64.ln()).abs() < 1e-4);
+    assert!(max_diff(&cropped.narrow(1, 0, last), &pooled.narrow(1, 0, last)) < 1e-6);
+    assert!(
+        classifier
+            .pooled_crops(&tokens, &lengths, &Tensor::from_slice(&[1i64, 2]), false)
+            .is_err()
+    );
+    // calibrate_length standardises that feature alone.
+    classifier.calibrate_length(2.5, 0.5).unwrap();
+    let (shift, scale) = classifier.standardisation();
+    assert_eq!(shift.double_value(&[last]), 2.5);
+    assert_eq!(scale.double_value(&[last]), 0.5);
+    assert_eq!(shift.double_value(&[0]), 0.0);
+    assert_eq!(scale.double_value(&[0]), 1.0);
 }

@@ -93,6 +93,15 @@ pub struct FinetuneConfig {
     pub device: FinetuneDevice,
     /// Save the fine-tuned model as a checkpoint (default on).
     pub save_checkpoint: bool,
+    /// Weigh each class's loss by `n / (K × n_class)` over the labeled
+    /// subset, so a majority class cannot win by being predicted always
+    /// (default on).
+    #[serde(default = "yes")]
+    pub balanced_loss: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for FinetuneConfig {
@@ -122,6 +131,7 @@ impl Default for FinetuneConfig {
             threads: None,
             device: FinetuneDevice::Auto,
             save_checkpoint: true,
+            balanced_loss: true,
         }
     }
 }

@@ -18,6 +18,8 @@
 //! ```
 //!
 //! # Layout
+//! - [`baselines`]: the majority class and logistic regressions on the
+//!   histogram and on n-grams, on the same subsets ([`run_baseline`]).
 //! - [`config`]: [`FinetuneConfig`] and [`Pretrained`], every setting with its default.
 //! - [`data`]: labeled rows from Parquet ([`LabeledData`]), the stratified
 //!   subset ([`stratified_subset`]), and bucketed batches.
@@ -32,14 +34,20 @@
 //!   trainer's (`model.safetensors` holds `encoder.*` and
 //!   `classifier_head.*`; `state.json` the model config and the report).
 
+pub mod baselines;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod metrics;
+pub mod probe_cache;
 pub mod train;
 
+pub use baselines::{Baseline, BaselineReport, run_baseline};
 pub use config::{FinetuneConfig, FinetuneDevice, Pretrained};
 pub use data::{Example, LabeledData, stratified_subset};
 pub use error::FinetuneError;
 pub use metrics::{ClassMetrics, LengthBand, accuracy_by_length};
-pub use train::{FinetuneReport, METRICS_FILE, build_classifier, resolve_checkpoint, run, run_on};
+pub use probe_cache::ProbeCache;
+pub use train::{
+    FinetuneReport, METRICS_FILE, build_classifier, resolve_checkpoint, run, run_on, run_on_with,
+};

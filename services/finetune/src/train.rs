@@ -20,6 +20,7 @@ use crate::config::{FinetuneConfig, FinetuneDevice, Pretrained};
 use crate::data::{Example, LabeledData, batches, stratified_subset};
 use crate::error::FinetuneError;
 use crate::metrics::{ClassMetrics, LengthBand, accuracy_by_length};
+use crate::probe_cache::{PooledRows, ProbeCache};
 
 /// File name of the report in the run directory.
 pub const METRICS_FILE: &str = "metrics.json";
@@ -218,9 +219,10 @@ pub fn calibrate(
     buckets: &BucketConfig,
     seed: u64,
 ) -> Result<usize, FinetuneError> {
-    let mut rows: Vec<&Example> = train.iter().collect();
-    rows.sort_by_cached_key(|e| crate::data::draw_key(seed ^ 0xCA11, &e.id));
-    rows.truncate(CALIBRATION_ROWS);
+    let rows: Vec<&Example> = calibration_rows_of(train, seed)
+        .into_iter()
+        .map(|i| &train[i])
+        .collect();
     if rows.len() < 2 {
         return Ok(0);
     }
@@ -234,6 +236,15 @@ pub fn calibrate(
     })?;
     model.calibrate(&pooled)?;
     Ok(rows.len())
+}
+
+/// Indices of the calibration rows of `train`: the [`CALIBRATION_ROWS`]
+/// with the smallest hash of `(seed, id)`.
+fn calibration_rows_of(train: &[Example], seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..train.len()).collect();
+    idx.sort_by_cached_key(|&i| crate::data::draw_key(seed ^ 0xCA11, &train[i].id));
+    idx.truncate(CALIBRATION_ROWS);
+    idx
 }
 
 fn snapshot(model: &Classifier) -> HashMap<String, Tensor> {
@@ -290,6 +301,14 @@ impl Selection {
 #[derive(Clone, Copy)]
 struct TrainPlan<'a> {
     subset: &'a [&'a Example],
+    /// Their indices in `data.train`.
+    subset_idx: &'a [usize],
+    /// A probe's features of every row, when cached.
+    cached: Option<&'a PooledRows>,
+    /// Whole-row lengths by id (the length feature of crops).
+    row_lengths: &'a HashMap<&'a str, i64>,
+    /// Per-class loss weights, `[K]`, or none.
+    weights: Option<&'a Tensor>,
     data: &'a LabeledData,
     config: &'a FinetuneConfig,
     total: u64,
@@ -316,9 +335,14 @@ fn train_all(
             true,
         ) {
             let (tok, len, lab) = tensors(&b);
-            let stats = model.loss(&tok, &len, &lab, true)?;
+            let rows: Vec<i64> = b
+                .seq_ids
+                .iter()
+                .map(|id| plan.row_lengths.get(id.as_str()).copied().unwrap_or(0))
+                .collect();
+            let pooled = model.pooled_crops(&tok, &len, &Tensor::from_slice(&rows), true)?;
+            let loss = weighted_loss(&model.logits_from_pooled(&pooled), &lab, plan.weights)?;
             opt.zero_grad();
-            let loss = &stats.sum / stats.count.max(1) as f64;
             loss.backward();
             opt.step()?;
             step += 1;
@@ -355,15 +379,31 @@ fn train_probe(
     plan: &TrainPlan<'_>,
     sel: &mut Selection,
 ) -> Result<(u64, u64), FinetuneError> {
-    let (x, y) = pooled_features(model, plan.subset, &plan.config.buckets)?;
     let valid: Vec<&Example> = plan.data.valid.iter().collect();
-    let (xv, yv) = pooled_features(model, &valid, &plan.config.buckets)?;
+    let ((x, y), (xv, yv)) = match plan.cached {
+        Some(f) => {
+            let idx: Vec<i64> = plan.subset_idx.iter().map(|&i| i as i64).collect();
+            let labels = |rows: &[&Example]| {
+                Tensor::from_slice(&rows.iter().map(|e| e.class as i64).collect::<Vec<_>>())
+            };
+            (
+                (
+                    f.train.f_index_select(0, &Tensor::from_slice(&idx))?,
+                    labels(plan.subset),
+                ),
+                (f.valid.shallow_clone(), labels(&valid)),
+            )
+        }
+        None => (
+            pooled_features(model, plan.subset, &plan.config.buckets)?,
+            pooled_features(model, &valid, &plan.config.buckets)?,
+        ),
+    };
     let tokens: u64 = plan.subset.iter().map(|e| e.values.len() as u64).sum();
     let (mut loss_acc, mut loss_n) = (0.0, 0u64);
     for step in 1..=plan.total {
-        let stats = pretext_model::classification_loss(&model.logits_from_pooled(&x), &y)?;
+        let loss = weighted_loss(&model.logits_from_pooled(&x), &y, plan.weights)?;
         opt.zero_grad();
-        let loss = &stats.sum / stats.count.max(1) as f64;
         loss.backward();
         opt.step()?;
         loss_acc += loss.double_value(&[]);
@@ -412,6 +452,49 @@ fn pooled_features(
     })
 }
 
+/// Mean cross-entropy of `logits` [N, K] against `labels` `[N]`, each
+/// row weighted by its class's weight when `weights` ([K]) is given (the
+/// mean is then over the weights, as PyTorch's weighted mean is).
+fn weighted_loss(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor, FinetuneError> {
+    let labels = labels.f_to_device(logits.device())?;
+    let logits = logits.f_to_kind(tch::Kind::Float)?;
+    let w = weights.map(|w| w.to_device(logits.device()));
+    Ok(logits.f_cross_entropy_loss(&labels, w.as_ref(), tch::Reduction::Mean, -100, 0.0)?)
+}
+
+/// Class weights `n / (K × n_c)` of a subset with `per_class` rows per
+/// class (a class without rows gets weight 0).
+pub fn balanced_weights(per_class: &[usize]) -> Vec<f32> {
+    let n: usize = per_class.iter().sum();
+    let k = per_class.len();
+    per_class
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                n as f32 / (k * c) as f32
+            }
+        })
+        .collect()
+}
+
+/// Mean and standard deviation of the log lengths of `rows`.
+fn log_length_stats(rows: &[Example]) -> (f64, f64) {
+    let logs: Vec<f64> = rows
+        .iter()
+        .map(|e| (e.values.len().max(1) as f64).ln())
+        .collect();
+    let n = logs.len().max(1) as f64;
+    let mean = logs.iter().sum::<f64>() / n;
+    let var = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
 /// Fraction of predictions that are right.
 fn accuracy(pred: &[Prediction]) -> f64 {
     pred.iter().filter(|(t, p, _)| t == p).count() as f64 / pred.len().max(1) as f64
@@ -430,6 +513,17 @@ pub fn run(config: FinetuneConfig) -> Result<FinetuneReport, FinetuneError> {
 pub fn run_on(
     config: &FinetuneConfig,
     data: &LabeledData,
+) -> Result<FinetuneReport, FinetuneError> {
+    run_on_with(config, data, None)
+}
+
+/// [`run_on`], taking a linear probe's features from `cache` (computed
+/// there on first use of an encoder): the same result, without encoding
+/// every row again for each label fraction.
+pub fn run_on_with(
+    config: &FinetuneConfig,
+    data: &LabeledData,
+    cache: Option<&mut ProbeCache>,
 ) -> Result<FinetuneReport, FinetuneError> {
     let t0 = Instant::now();
     config.validate()?;
@@ -451,20 +545,41 @@ pub fn run_on(
     // statistics amplify every change of the encoder's features by
     // 1/scale (measured: training loss 6.1 in the first epoch instead of
     // 1.45 without, on the synthetic data with every label).
-    let calibration_rows = if config.freeze_encoder {
+    // The log-length feature is standardised by the labeled train rows'
+    // lengths in either case.
+    let cached = match cache {
+        Some(c) if config.freeze_encoder => {
+            let key = match &origin.checkpoint {
+                Some(p) => p.display().to_string(),
+                None => format!("none seed {} {:?}", config.seed, config.model),
+            };
+            Some(c.get_or_compute(&key, &model, data, &config.buckets)?)
+        }
+        _ => None,
+    };
+    let calibration_rows = if let Some(f) = &cached {
+        let idx: Vec<i64> = calibration_rows_of(&data.train, config.seed)
+            .into_iter()
+            .map(|i| i as i64)
+            .collect();
+        if idx.len() >= 2 {
+            model.calibrate(&f.train.f_index_select(0, &Tensor::from_slice(&idx))?)?;
+        }
+        idx.len()
+    } else if config.freeze_encoder {
         calibrate(&mut model, &data.train, &config.buckets, config.seed)?
     } else {
+        let (mean, std) = log_length_stats(&data.train);
+        model.calibrate_length(mean, std)?;
         0
     };
 
-    let subset: Vec<&Example> = stratified_subset(
+    let subset_idx = stratified_subset(
         data.train.iter().map(|e| (e.id.as_str(), e.class)),
         config.label_fraction,
         config.seed,
-    )
-    .into_iter()
-    .map(|i| &data.train[i])
-    .collect();
+    );
+    let subset: Vec<&Example> = subset_idx.iter().map(|&i| &data.train[i]).collect();
     let mut per_class = vec![0usize; k];
     for e in &subset {
         per_class[e.class] += 1;
@@ -505,8 +620,19 @@ pub fn run_on(
     );
 
     let mut sel = Selection::default();
+    let row_lengths: HashMap<&str, i64> = subset
+        .iter()
+        .map(|e| (e.id.as_str(), e.values.len() as i64))
+        .collect();
+    let weights = config
+        .balanced_loss
+        .then(|| Tensor::from_slice(&balanced_weights(&per_class)));
     let plan = TrainPlan {
         subset: &subset,
+        subset_idx: &subset_idx,
+        cached: cached.as_deref(),
+        row_lengths: &row_lengths,
+        weights: weights.as_ref(),
         data,
         config,
         total,
@@ -520,7 +646,18 @@ pub fn run_on(
     let Selection { history, best } = sel;
     let (best_acc, _, best_step, weights) = best.expect("at least one evaluation");
     restore(&model, &weights)?;
-    let (pred, _) = predict(&model, &data.test, &config.buckets)?;
+    let pred = match &cached {
+        Some(f) => tch::no_grad(|| -> Result<Vec<Prediction>, FinetuneError> {
+            let p = Vec::<i64>::try_from(model.logits_from_pooled(&f.test).f_argmax(-1, false)?)?;
+            Ok(data
+                .test
+                .iter()
+                .zip(p)
+                .map(|(e, p)| (e.class, p as usize, e.values.len()))
+                .collect())
+        })?,
+        None => predict(&model, &data.test, &config.buckets)?.0,
+    };
     let test = ClassMetrics::from_pairs(k, pred.iter().map(|&(t, p, _)| (t, p)));
     let test_by_length = accuracy_by_length(
         &pred

@@ -105,6 +105,9 @@ impl ProducerConfig {
         if self.splits.is_empty() {
             return bad("no splits to publish");
         }
+        if let Err(m) = self.mask.check() {
+            return bad(&m);
+        }
         if self
             .buckets
             .edges

@@ -130,6 +130,7 @@ impl Stage<'_> {
             depth: self.cfg.depth,
             threads: self.cfg.threads,
             seed: self.cfg.seed,
+            mask: pretext_core::task::MaskConfig::default(),
         };
         let mut producer =
             spec.producer_config(inputs, &produce_dir, Task::Masked, self.cfg.validation, &ns);

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pretext_core::task::Task;
+use pretext_core::task::{MaskConfig, Task};
 use pretext_core::validate::ValidationConfig;
 use pretext_model::tch::Device;
 use pretext_model::{
@@ -50,6 +50,9 @@ pub struct PretrainSpec {
     pub threads: usize,
     /// Seed of masks and weights.
     pub seed: u64,
+    /// Targets: mask rate and span (`masked`), horizon (`next`); its seed
+    /// is replaced by [`Self::seed`].
+    pub mask: MaskConfig,
 }
 
 impl PretrainSpec {
@@ -65,7 +68,10 @@ impl PretrainSpec {
     ) -> ProducerConfig {
         let mut p = ProducerConfig::new(data, task, ns, run_dir.to_path_buf());
         p.epochs = self.epochs;
-        p.mask.seed = self.seed;
+        p.mask = MaskConfig {
+            seed: self.seed,
+            ..self.mask
+        };
         p.validation = vcfg;
         p.buckets.max_tokens = 16_384;
         p
@@ -97,17 +103,18 @@ impl PretrainSpec {
     }
 }
 
-/// Publishes the `train` rows of `data` as `task` batches and pretrains on
-/// them in this process; the run lands in `run_dir`.
+/// Publishes the `train` rows of `data` (files or directories, all of
+/// them) as `task` batches and pretrains on them in this process; the run
+/// lands in `run_dir`.
 pub async fn pretrain_with(
     spec: &PretrainSpec,
-    data: &Path,
+    data: &[PathBuf],
     run_dir: &Path,
     task: Task,
     vcfg: ValidationConfig,
     ns: &str,
 ) -> Result<TrainSummary, InProcessError> {
-    let producer = spec.producer_config(vec![data.to_path_buf()], run_dir, task, vcfg, ns);
+    let producer = spec.producer_config(data.to_vec(), run_dir, task, vcfg, ns);
     let trainer = spec.trainer_config(run_dir, task, ns);
     run_in_process(&spec.broker, producer, trainer).await
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use pretext_core::trivial::TrivialAccuracy;
+
 use crate::error::TrainError;
 
 /// File name of the metrics in the run directory (rank 0's in a
@@ -56,6 +58,65 @@ pub struct StepMetrics {
     pub step_secs: f64,
     /// The batch's message id.
     pub batch_id: String,
+    /// The trivial predictors on this rank's batch, on the same loss
+    /// positions (absent in files written before they were measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trivial: Option<TrivialAccuracy>,
+}
+
+/// Model and trivial token accuracy over the last quarter of a run's steps
+/// (at least 10): what a run's pretext task is judged by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskScore {
+    /// Steps averaged.
+    pub steps: usize,
+    /// Mean token accuracy of the model.
+    pub accuracy: f64,
+    /// Mean accuracies of the trivial predictors on the same batches
+    /// (positions weighted).
+    pub trivial: TrivialAccuracy,
+}
+
+impl TaskScore {
+    /// Scores the tail of `metrics`.
+    pub fn of(metrics: &[StepMetrics]) -> TaskScore {
+        let n = (metrics.len() / 4).max(10).min(metrics.len());
+        let tail = &metrics[metrics.len() - n..];
+        let accuracy = tail.iter().map(|m| m.accuracy).sum::<f64>() / n.max(1) as f64;
+        let (mut w, mut prev, mut near, mut freq) = (0.0, 0.0, 0.0, 0.0);
+        let mut positions = 0;
+        for t in tail.iter().filter_map(|m| m.trivial) {
+            let pw = t.positions as f64;
+            w += pw;
+            positions += t.positions;
+            prev += pw * t.copy_previous;
+            near += pw * t.copy_nearest;
+            freq += pw * t.most_frequent;
+        }
+        let w = if w > 0.0 { w } else { 1.0 };
+        TaskScore {
+            steps: n,
+            accuracy,
+            trivial: TrivialAccuracy {
+                positions,
+                copy_previous: prev / w,
+                copy_nearest: near / w,
+                most_frequent: freq / w,
+            },
+        }
+    }
+
+    /// Whether the model is within [`pretext_core::trivial::TRIVIAL_MARGIN`]
+    /// of the best trivial predictor.
+    pub fn is_trivial(&self) -> bool {
+        self.trivial.is_trivial_for(self.accuracy)
+    }
+
+    /// Whether the model is within [`pretext_core::trivial::WEAK_MARGIN`]
+    /// of the best trivial predictor.
+    pub fn is_weak(&self) -> bool {
+        self.trivial.is_weak_for(self.accuracy)
+    }
 }
 
 /// Appends [`StepMetrics`] lines, flushed after each.
@@ -147,6 +208,7 @@ mod tests {
             loss_tokens: 3,
             step_secs: 0.1,
             batch_id: format!("b{step}"),
+            trivial: None,
         }
     }
 

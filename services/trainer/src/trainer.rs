@@ -506,6 +506,7 @@ impl Session {
             return Ok(());
         };
         let stats = batch.stats();
+        let trivial = batch.trivial().accuracy();
         let bucket_len = batch.bucket_len as u64;
         let started = Instant::now();
         let mut learner = self.learner.take().expect("learner present");
@@ -559,6 +560,7 @@ impl Session {
             loss_tokens: outcome.count,
             step_secs,
             batch_id: id,
+            trivial: Some(trivial),
         };
         self.record_step(&m, 0)?;
         Ok(())

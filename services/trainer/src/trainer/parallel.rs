@@ -510,6 +510,7 @@ impl Session {
             None => (None, None),
         };
         let local = batch.as_ref().map(|b| (b.stats(), b.bucket_len as u64));
+        let trivial = batch.as_ref().map(|b| b.trivial().accuracy());
         let started = Instant::now();
         let mut learner = self.learner.take().expect("learner present");
         let (learner, outcome) = tokio::task::spawn_blocking(move || {
@@ -581,6 +582,7 @@ impl Session {
             loss_tokens: outcome.local_count,
             step_secs,
             batch_id,
+            trivial,
         };
         self.record_step(&m, rank)?;
         Ok(())

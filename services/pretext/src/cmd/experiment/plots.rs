@@ -1,0 +1,274 @@
+//! The experiment's PNG plots: `accuracy.png` (test accuracy against the
+//! labeled fraction, a line and a 95% band per CNN method, the classical
+//! baselines dashed) and `pretrain_loss.png` (each pretraining run's loss).
+//! Text needs a TrueType font: DejaVu Sans from Debian's `fonts-dejavu-core`.
+
+use std::path::{Path, PathBuf};
+
+use super::record::{Record, fraction_label};
+use super::stats::{bootstrap_ci, mean_std};
+
+const COLORS: [plotters::style::RGBColor; 8] = [
+    plotters::style::RGBColor(90, 90, 90),
+    plotters::style::RGBColor(214, 39, 40),
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(44, 160, 44),
+    plotters::style::RGBColor(148, 103, 189),
+    plotters::style::RGBColor(140, 86, 75),
+    plotters::style::RGBColor(23, 190, 207),
+];
+
+/// Draws the plots into `out`; returns their file names. `labeled` is the
+/// number of labeled train rows (the x axis is the mean share of them a
+/// cell trained on, so "one row per class" has its place).
+pub fn write_plots(
+    out: &Path,
+    records: &[Record],
+    labeled: usize,
+    curves: &[(String, PathBuf)],
+) -> Result<Vec<String>, String> {
+    register_font()?;
+    let mut files = Vec::new();
+    if !records.is_empty() {
+        let f = "accuracy.png";
+        plot_accuracy(&out.join(f), records, labeled).map_err(|e| e.to_string())?;
+        files.push(f.to_owned());
+    }
+    if !curves.is_empty() {
+        let f = "pretrain_loss.png";
+        plot_curves(&out.join(f), curves).map_err(|e| e.to_string())?;
+        files.push(f.to_owned());
+    }
+    Ok(files)
+}
+
+fn register_font() -> Result<(), String> {
+    use std::sync::OnceLock;
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        for p in [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        ] {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font(
+                    "sans-serif",
+                    plotters::style::FontStyle::Normal,
+                    bytes,
+                )
+                .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Err("no DejaVuSans.ttf found (install fonts-dejavu-core)".into())
+    })
+    .clone()
+}
+
+/// One line of the accuracy plot: (x, mean, lo, hi) per label fraction.
+type Line = Vec<(f64, f64, f64, f64)>;
+
+/// Per method label: its points, in label-fraction order.
+fn lines(records: &[Record], labeled: usize) -> Vec<(String, bool, Line)> {
+    let mut labels: Vec<(String, bool)> = Vec::new();
+    for r in records {
+        if !labels.iter().any(|(l, _)| *l == r.label()) {
+            labels.push((r.label(), r.is_cnn()));
+        }
+    }
+    let mut fracs: Vec<f64> = records.iter().map(|r| r.label_fraction).collect();
+    fracs.sort_by(f64::total_cmp);
+    fracs.dedup();
+    labels
+        .into_iter()
+        .map(|(label, cnn)| {
+            let pts = fracs
+                .iter()
+                .filter_map(|&f| {
+                    let cell: Vec<&Record> = records
+                        .iter()
+                        .filter(|r| r.label() == label && r.label_fraction == f)
+                        .collect();
+                    if cell.is_empty() {
+                        return None;
+                    }
+                    let acc: Vec<f64> = cell.iter().map(|r| r.test_accuracy).collect();
+                    let rows =
+                        cell.iter().map(|r| r.train_rows as f64).sum::<f64>() / cell.len() as f64;
+                    let (m, _) = mean_std(&acc);
+                    let (lo, hi) = bootstrap_ci(&acc);
+                    Some((rows / labeled.max(1) as f64, m, lo, hi))
+                })
+                .collect();
+            (label, cnn, pts)
+        })
+        .collect()
+}
+
+fn plot_accuracy(
+    path: &Path,
+    records: &[Record],
+    labeled: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let lines = lines(records, labeled);
+    let xs: Vec<f64> = lines
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|q| q.0))
+        .collect();
+    let lo = xs.iter().copied().fold(1.0, f64::min).max(1e-4) * 0.8;
+    let hi = xs.iter().copied().fold(0.0, f64::max).max(lo * 2.0) * 1.25;
+    let root = BitMapBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Test accuracy vs labeled rows (mean, 95% bootstrap band over seeds)",
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("share of the labeled train rows trained on (log)")
+        .y_desc("test accuracy")
+        .x_label_formatter(&|x| {
+            if *x < 0.01 {
+                format!("{:.1}%", 100.0 * x)
+            } else {
+                format!("{:.0}%", 100.0 * x)
+            }
+        })
+        .draw()?;
+    for (i, (label, cnn, pts)) in lines.into_iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let means: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+        if cnn {
+            let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
+            band.extend(pts.iter().rev().map(|p| (p.0, p.3)));
+            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))?;
+            chart
+                .draw_series(LineSeries::new(means.clone(), color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart.draw_series(means.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        } else {
+            chart
+                .draw_series(DashedLineSeries::new(means, 6, 4, color.stroke_width(2)))?
+                .label(format!("{label} (classical)"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
+                });
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot_curves(
+    path: &Path,
+    curves: &[(String, PathBuf)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let mut series = Vec::new();
+    for (name, dir) in curves {
+        let m = pretext_trainer::metrics::read_metrics(&dir.join(pretext_trainer::METRICS_FILE))?;
+        // Moving average over 10 steps: single batches are noisy.
+        let pts: Vec<(f64, f64)> = (0..m.len())
+            .map(|i| {
+                let w = &m[i.saturating_sub(9)..=i];
+                (
+                    m[i].step as f64,
+                    w.iter().map(|s| s.loss).sum::<f64>() / w.len() as f64,
+                )
+            })
+            .collect();
+        series.push((name.clone(), pts));
+    }
+    let max_step = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.0))
+        .fold(1.0, f64::max);
+    let max_loss = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.1))
+        .fold(0.0, f64::max);
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Pretraining loss (41-way cross-entropy, 10-step mean)",
+            ("sans-serif", 24),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            0f64..max_step,
+            0f64..(max_loss * 1.05).max(41f64.ln() * 1.05),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, 41f64.ln()), (max_step, 41f64.ln())],
+            BLACK.mix(0.4),
+        ))?
+        .label("uniform guess (ln 41)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+    for (i, (name, pts)) in series.into_iter().enumerate() {
+        let color = COLORS[(i + 1) % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// The x positions the accuracy plot gives each label fraction (for the
+/// report's note on what the axis shows).
+pub fn axis_note(records: &[Record], labeled: usize) -> String {
+    let mut fracs: Vec<f64> = records.iter().map(|r| r.label_fraction).collect();
+    fracs.sort_by(f64::total_cmp);
+    fracs.dedup();
+    fracs
+        .iter()
+        .filter_map(|&f| {
+            let rows: Vec<usize> = records
+                .iter()
+                .filter(|r| r.label_fraction == f)
+                .map(|r| r.train_rows)
+                .collect();
+            let mean = rows.iter().sum::<usize>() as f64 / rows.len().max(1) as f64;
+            (!rows.is_empty())
+                .then(|| format!("{} = {:.0} of {labeled} rows", fraction_label(f), mean))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
