@@ -74,8 +74,8 @@ fn encoder_comes_from_the_checkpoint_and_the_head_is_new() {
     // The head: new, K outputs, and not in the pretraining file at all.
     assert_eq!(
         vars["classifier_head.weight"].size(),
-        vec![4, 32],
-        "4 classes over the mean and max of 16 channels"
+        vec![4, 33],
+        "4 classes over the mean and max of 16 channels and the log length"
     );
     let file: Vec<String> = Tensor::read_safetensors(
         latest_checkpoint(&run.join("checkpoints"))
