@@ -18,6 +18,24 @@ fn pretext(args: &[&str]) -> std::process::Output {
         .expect("running pretext")
 }
 
+/// `pretext experiment --quick` on `data` into `out` with a tiny model, and `extra` flags.
+fn experiment(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["experiment", "--quick", "--data", data, "--out", out];
+    args.extend([
+        "--width",
+        "8",
+        "--depth",
+        "1",
+        "--threads",
+        "1",
+        "--max-len",
+        "1024",
+    ]);
+    args.extend_from_slice(extra);
+    pretext(&args)
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -50,24 +68,7 @@ fn quick_experiment_writes_paired_intervals_that_match_its_results() {
         "1024",
     ]);
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
-    let o = pretext(&[
-        "experiment",
-        "--quick",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--width",
-        "8",
-        "--depth",
-        "1",
-        "--threads",
-        "1",
-        "--max-len",
-        "1024",
-        "--protocols",
-        "finetune",
-    ]);
+    let o = experiment(&data, &out, &["--protocols", "finetune"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let results = json(&out.join("results.json"));
@@ -154,25 +155,7 @@ fn quick_experiment_writes_paired_intervals_that_match_its_results() {
     );
 
     // Reusing a run with other settings is refused, naming the difference.
-    let again = pretext(&[
-        "experiment",
-        "--quick",
-        "--reuse-pretrained",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--width",
-        "8",
-        "--depth",
-        "1",
-        "--threads",
-        "1",
-        "--max-len",
-        "1024",
-        "--mask-span",
-        "7",
-    ]);
+    let again = experiment(&data, &out, &["--reuse-pretrained", "--mask-span", "7"]);
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(
