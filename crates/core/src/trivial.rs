@@ -353,4 +353,38 @@ mod tests {
         assert_eq!(default_mean_span(&s), 3.0);
         assert_eq!(default_mean_span(&RunStats::default()), 1.0);
     }
+
+    #[test]
+    fn a_decoded_batch_scores_what_the_simulation_scores() {
+        use crate::batch::{Batch, BatchRow, decode};
+        let rows: Vec<BatchRow> = (0..6)
+            .map(|i| BatchRow {
+                seq_id: i.to_string(),
+                values: (0..600 + 37 * i).map(|t| ((t / 3 + i) % 9) as u8).collect(),
+                label: None,
+            })
+            .collect();
+        for (task, mask) in [
+            (
+                Task::Masked,
+                MaskConfig {
+                    mean_span: 2.0,
+                    ..MaskConfig::default()
+                },
+            ),
+            (
+                Task::Next,
+                MaskConfig {
+                    horizon: 2,
+                    ..MaskConfig::default()
+                },
+            ),
+        ] {
+            let batch = Batch::build(task, &mask, 0, 1024, &rows);
+            let decoded = decode(batch.encode(None)).unwrap();
+            let from_batch = decoded.trivial().accuracy();
+            let simulated = trivial_for_task(task, &mask, rows.iter().map(|r| r.values.as_slice()));
+            assert_eq!(from_batch, simulated, "{task}");
+        }
+    }
 }
