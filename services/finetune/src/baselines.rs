@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use pretext_core::NUM_VALUES;
 use pretext_model::tch::{self, Device, Kind, Reduction, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -73,17 +72,12 @@ const FIT_STEPS: i64 = 300;
 /// Features of one row: value frequencies, log length (histogram); plus
 /// the square roots of the frequencies of hashed 2-, 3- and 4-grams (ngram).
 pub fn features(kind: Baseline, values: &[u8]) -> Vec<f32> {
+    // The histogram floor's features: value frequencies, then log length.
+    let mut f: Vec<f32> = pretext_core::floor::features(values)
+        .into_iter()
+        .map(|x| x as f32)
+        .collect();
     let n = values.len().max(1) as f32;
-    let mut f = vec![0f32; NUM_VALUES + 1];
-    for &v in values {
-        if let Some(x) = f.get_mut(v as usize) {
-            *x += 1.0;
-        }
-    }
-    for x in &mut f[..NUM_VALUES] {
-        *x /= n;
-    }
-    f[NUM_VALUES] = n.ln();
     if kind != Baseline::Ngram {
         return f;
     }
@@ -221,6 +215,7 @@ fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pretext_core::NUM_VALUES;
     use pretext_core::validate::Label;
 
     fn ex(id: usize, values: Vec<u8>, class: usize) -> Example {
