@@ -169,6 +169,9 @@ class Classifier(nn.Module):
         # every feature for the linear probe, the log length otherwise).
         self.classifier_head.register_buffer("feature_shift", torch.zeros(d))
         self.classifier_head.register_buffer("feature_scale", torch.ones(d))
+        # Batch normalisation without affine parameters (running statistics).
+        self.classifier_head.register_buffer("norm_mean", torch.zeros(d))
+        self.classifier_head.register_buffer("norm_var", torch.ones(d))
         self.dropout = cfg.get("dropout", 0.0)
 
     def pooled(self, tokens, lengths):  # -> [N, 2C + 1]: mean, max, log length
@@ -184,7 +187,9 @@ class Classifier(nn.Module):
 
     def forward(self, tokens, lengths):  # -> [N, K]
         h = self.classifier_head
-        return h((self.pooled(tokens, lengths) - h.feature_shift) / h.feature_scale)
+        z = (self.pooled(tokens, lengths) - h.feature_shift) / h.feature_scale
+        z = F.batch_norm(z, h.norm_mean, h.norm_var, training=False, eps=1e-5)
+        return h(z)
 
 
 def load(path, config=None):

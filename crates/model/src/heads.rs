@@ -194,7 +194,12 @@ impl PretrainModel {
 /// vector for every sequence; what tells classes apart is a small
 /// per-channel deviation from it. Without rescaling, the head's weights
 /// must grow by orders of magnitude before the logits move, which a
-/// fine-tuning budget of a few hundred Adam steps never reaches.
+/// fine-tuning budget of a few hundred Adam steps never reaches. Fixed
+/// statistics suit a frozen encoder (the probe); a trainable encoder's
+/// features move, and fixed statistics amplify every move. So after the
+/// fixed standardisation comes a batch normalisation without affine
+/// parameters (`classifier_head.norm_mean`, `classifier_head.norm_var`,
+/// running statistics, not trained): it follows the features as they move.
 #[derive(Debug)]
 pub struct Classifier {
     vs: nn::VarStore,
@@ -202,8 +207,17 @@ pub struct Classifier {
     head: ChannelLinear,
     feature_shift: Tensor,
     feature_scale: Tensor,
+    norm_mean: Tensor,
+    norm_var: Tensor,
+    feature_norm: bool,
     num_classes: i64,
 }
+
+/// Momentum of the running statistics of the head's batch normalisation
+/// (PyTorch's default).
+pub const FEATURE_NORM_MOMENTUM: f64 = 0.1;
+/// Epsilon of the head's batch normalisation (PyTorch's default).
+pub const FEATURE_NORM_EPS: f64 = 1e-5;
 
 impl Classifier {
     /// Builds a freshly initialised classifier over `num_classes` classes.
@@ -220,12 +234,17 @@ impl Classifier {
         let head_path = vs.root() / "classifier_head";
         let feature_shift = head_path.zeros_no_train("feature_shift", &[pooled]);
         let feature_scale = head_path.ones_no_train("feature_scale", &[pooled]);
+        let norm_mean = head_path.zeros_no_train("norm_mean", &[pooled]);
+        let norm_var = head_path.ones_no_train("norm_var", &[pooled]);
         Ok(Self {
             vs,
             encoder,
             head,
             feature_shift,
             feature_scale,
+            norm_mean,
+            norm_var,
+            feature_norm: true,
             num_classes,
         })
     }
@@ -273,6 +292,20 @@ impl Classifier {
                 .f_fill_(std.max(1e-6))?;
             Ok(())
         })
+    }
+
+    /// Turns the head's batch normalisation on (the default) or off. Off,
+    /// training uses the running statistics as they are and never updates
+    /// them (identity for a fresh head), so a model trained that way is the
+    /// plain linear head on the fixed standardisation.
+    pub fn set_feature_norm(&mut self, on: bool) {
+        self.feature_norm = on;
+    }
+
+    /// The running statistics of the head's batch normalisation: (mean,
+    /// variance), each [2C + 1].
+    pub fn feature_norm_stats(&self) -> (Tensor, Tensor) {
+        (self.norm_mean.copy(), self.norm_var.copy())
     }
 
     /// The current standardisation: (shift, scale), each [2C + 1].
@@ -406,13 +439,28 @@ impl Classifier {
         Tensor::cat(&[pooled, log_len], 1) // [N, 2C + 1]
     }
 
-    /// Class logits of pooled features ([`Self::pooled`]): standardised,
-    /// then the linear head. What a linear probe trains on cached features.
+    /// Class logits of pooled features ([`Self::pooled`]): standardised by
+    /// the fixed statistics, batch-normalised (batch statistics in training
+    /// with at least 2 rows, which also update the running ones; the
+    /// running statistics otherwise), then the linear head. What a linear
+    /// probe trains on cached features.
     ///
     /// # Shapes
     /// `pooled`: [N, 2C + 1] → [N, K].
-    pub fn logits_from_pooled(&self, pooled: &Tensor) -> Tensor {
+    pub fn logits_from_pooled(&self, pooled: &Tensor, train: bool) -> Tensor {
         let z = (pooled - &self.feature_shift) / &self.feature_scale;
+        let batch_stats = train && self.feature_norm && z.size()[0] >= 2;
+        let z = Tensor::batch_norm(
+            &z,
+            None::<&Tensor>,
+            None::<&Tensor>,
+            Some(&self.norm_mean),
+            Some(&self.norm_var),
+            batch_stats,
+            FEATURE_NORM_MOMENTUM,
+            FEATURE_NORM_EPS,
+            false,
+        );
         self.head.forward(&z, self.encoder.precision())
     }
 
@@ -427,7 +475,7 @@ impl Classifier {
         train: bool,
     ) -> Result<Tensor, ModelError> {
         let input = EncoderInput::new(tokens, lengths, self.encoder.device())?;
-        Ok(self.logits_from_pooled(&self.pool(&input, None, train)))
+        Ok(self.logits_from_pooled(&self.pool(&input, None, train), train))
     }
 
     /// Summed cross-entropy over the rows, with their count and accuracy.

@@ -42,8 +42,8 @@
 //! `encoder.input.embedding.weight` or `encoder.input.conv.{weight,bias}` +
 //! `encoder.input.mask_vector`; `encoder.block{i}.{norm1,conv1,norm2,conv2}.{weight,bias}`;
 //! `encoder.final_norm.{weight,bias}`; `token_head.{weight,bias}`;
-//! `classifier_head.{weight,bias,feature_shift,feature_scale}` (over the mean
-//! and max pools, 2C features).
+//! `classifier_head.{weight,bias,feature_shift,feature_scale,norm_mean,norm_var}`
+//! (over the mean and max pools and the log length, 2C + 1 features).
 
 pub mod checkpoint;
 pub mod config;
@@ -66,7 +66,10 @@ pub use config::{
 };
 pub use encoder::{Encoder, EncoderInput};
 pub use error::{CheckpointError, ModelError};
-pub use heads::{Classifier, ENCODER_PREFIX, POOLS, PretrainModel, parameter_count};
+pub use heads::{
+    Classifier, ENCODER_PREFIX, FEATURE_NORM_EPS, FEATURE_NORM_MOMENTUM, POOLS, PretrainModel,
+    parameter_count,
+};
 pub use loss::{LossStats, classification_loss, cross_entropy_stats, token_loss};
 pub use optim::{AdamW, AdamWConfig, StepStats, global_norm};
 pub use tch;

@@ -629,7 +629,7 @@ fn classifier_takes_the_pretrained_encoder() {
         .filter(|(n, _)| n.starts_with("classifier_head."))
         .map(|(n, t)| (n, t.copy()))
         .collect();
-    assert_eq!(fresh_head.len(), 4); // weight, bias, feature_shift, feature_scale
+    assert_eq!(fresh_head.len(), 6); // weight, bias, feature_shift, feature_scale, norm_mean, norm_var
     let (tokens, lengths) = pad_rows(&[random_ids(42, &[16]), random_ids(42, &[11])], 16);
     let expected = pretrained.features(&tokens, &lengths, false).unwrap();
     let before = classifier
@@ -820,7 +820,7 @@ fn calibration_standardises_pooled_features_and_is_saved() {
     assert!(
         opt.parameter_names()
             .iter()
-            .all(|n| !n.contains("feature_")),
+            .all(|n| !n.contains("feature_") && !n.contains("norm_")),
         "{:?}",
         opt.parameter_names()
     );
@@ -878,4 +878,58 @@ fn the_head_sees_the_log_length_of_whole_rows_even_on_crops() {
     assert_eq!(scale.double_value(&[last]), 0.5);
     assert_eq!(shift.double_value(&[0]), 0.0);
     assert_eq!(scale.double_value(&[0]), 1.0);
+}
+
+#[test]
+fn the_heads_batch_norm_uses_batch_statistics_in_training_and_running_ones_after() {
+    let _rng = setup(13);
+    let config = tiny(
+        InputEncoding::Embedding,
+        Direction::Bidirectional,
+        NormKind::Layer,
+    );
+    let mut classifier = Classifier::new(&config, 3, CPU).unwrap();
+    // Pooled features far from 0 and 1, as a trainable encoder's are.
+    let pooled = Tensor::randn([8, 17], (Kind::Float, CPU)) * 0.01 + 3.0;
+    let eval_before = classifier.logits_from_pooled(&pooled, false);
+    let train = classifier.logits_from_pooled(&pooled, true);
+    // Training: the head sees batch-standardised features, so the logits of
+    // the batch are the head's bias plus a term of mean 0 over the rows.
+    let vars = classifier.var_store().variables();
+    let bias = &vars["classifier_head.bias"];
+    let centred = (train.mean_dim(0, false, None) - bias).abs().max();
+    assert!(centred.double_value(&[]) < 1e-4, "{centred}");
+    // Eval before any training step used the identity running statistics:
+    // the logits there are far from the batch-normalised ones.
+    assert!(max_diff(&eval_before, &train) > 1e-2);
+    // The step moved the running mean 10% of the way to the batch mean.
+    let (mean, var) = classifier.feature_norm_stats();
+    let want = pooled.mean_dim(0, false, None) * FEATURE_NORM_MOMENTUM;
+    assert!(max_diff(&mean, &want) < 1e-5);
+    assert!(
+        var.double_value(&[0]) < 1.0,
+        "running variance moved towards 1e-4"
+    );
+    // Many steps: evaluation approaches what training saw.
+    for _ in 0..200 {
+        let _ = classifier.logits_from_pooled(&pooled, true);
+    }
+    let eval_after = classifier.logits_from_pooled(&pooled, false);
+    assert!(max_diff(&eval_after, &train) < 1e-2);
+    // One row in training: running statistics, nothing updated, no error.
+    let (m0, _) = classifier.feature_norm_stats();
+    let one = classifier.logits_from_pooled(&pooled.narrow(0, 0, 1), true);
+    assert_eq!(one.size(), vec![1, 3]);
+    assert!(classifier.feature_norm_stats().0.equal(&m0));
+
+    // Off: training leaves the running statistics as they are and the
+    // logits equal evaluation's.
+    let mut plain = Classifier::new(&config, 3, CPU).unwrap();
+    plain.set_feature_norm(false);
+    let a = plain.logits_from_pooled(&pooled, true);
+    let b = plain.logits_from_pooled(&pooled, false);
+    assert!(max_diff(&a, &b) < 1e-6);
+    let (mean, var) = plain.feature_norm_stats();
+    assert_eq!(mean.abs().max().double_value(&[]), 0.0);
+    assert_eq!(var.double_value(&[0]), 1.0);
 }

@@ -98,6 +98,11 @@ pub struct FinetuneConfig {
     /// (default on).
     #[serde(default = "yes")]
     pub balanced_loss: bool,
+    /// Batch-normalise the pooled features before the head (running
+    /// statistics at evaluation); without it a trainable encoder's pooled
+    /// features reach the head at their raw scale (default on).
+    #[serde(default = "yes")]
+    pub feature_norm: bool,
 }
 
 fn yes() -> bool {
@@ -132,6 +137,7 @@ impl Default for FinetuneConfig {
             device: FinetuneDevice::Auto,
             save_checkpoint: true,
             balanced_loss: true,
+            feature_norm: true,
         }
     }
 }

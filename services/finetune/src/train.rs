@@ -341,7 +341,7 @@ fn train_all(
                 .map(|id| plan.row_lengths.get(id.as_str()).copied().unwrap_or(0))
                 .collect();
             let pooled = model.pooled_crops(&tok, &len, &Tensor::from_slice(&rows), true)?;
-            let loss = weighted_loss(&model.logits_from_pooled(&pooled), &lab, plan.weights)?;
+            let loss = weighted_loss(&model.logits_from_pooled(&pooled, true), &lab, plan.weights)?;
             opt.zero_grad();
             loss.backward();
             opt.step()?;
@@ -402,7 +402,7 @@ fn train_probe(
     let tokens: u64 = plan.subset.iter().map(|e| e.values.len() as u64).sum();
     let (mut loss_acc, mut loss_n) = (0.0, 0u64);
     for step in 1..=plan.total {
-        let loss = weighted_loss(&model.logits_from_pooled(&x), &y, plan.weights)?;
+        let loss = weighted_loss(&model.logits_from_pooled(&x, true), &y, plan.weights)?;
         opt.zero_grad();
         loss.backward();
         opt.step()?;
@@ -410,7 +410,7 @@ fn train_probe(
         loss_n += 1;
         if plan.eval_at.contains(&step) {
             let (valid_loss, valid_accuracy) = tch::no_grad(|| -> Result<_, FinetuneError> {
-                let logits = model.logits_from_pooled(&xv);
+                let logits = model.logits_from_pooled(&xv, false);
                 let stats = pretext_model::classification_loss(&logits, &yv)?;
                 let right = logits.f_argmax(-1, false)?.f_eq_tensor(&yv)?;
                 let right = right.f_sum(tch::Kind::Int64)?.int64_value(&[]);
@@ -541,6 +541,7 @@ pub fn run_on_with(
     if config.freeze_encoder {
         model.freeze_encoder();
     }
+    model.set_feature_norm(config.feature_norm);
     // Only a frozen encoder is standardised: with a trainable one, fixed
     // statistics amplify every change of the encoder's features by
     // 1/scale (measured: training loss 6.1 in the first epoch instead of
@@ -648,7 +649,11 @@ pub fn run_on_with(
     restore(&model, &weights)?;
     let pred = match &cached {
         Some(f) => tch::no_grad(|| -> Result<Vec<Prediction>, FinetuneError> {
-            let p = Vec::<i64>::try_from(model.logits_from_pooled(&f.test).f_argmax(-1, false)?)?;
+            let p = Vec::<i64>::try_from(
+                model
+                    .logits_from_pooled(&f.test, false)
+                    .f_argmax(-1, false)?,
+            )?;
             Ok(data
                 .test
                 .iter()

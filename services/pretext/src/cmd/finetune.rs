@@ -63,6 +63,10 @@ pub struct Args {
     /// libtorch intra-op threads.
     #[arg(long, env = "PRETEXT_THREADS")]
     pub threads: Option<usize>,
+    /// Leave out the batch normalisation of the pooled features before the
+    /// head (for comparison; on by default).
+    #[arg(long)]
+    pub no_feature_norm: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -96,6 +100,7 @@ impl Args {
             train_crop: self.train_crop,
             validation: self.limits.config(),
             threads: self.threads,
+            feature_norm: !self.no_feature_norm,
             ..d
         }
     }

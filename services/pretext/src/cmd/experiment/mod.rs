@@ -58,8 +58,11 @@ pub struct Args {
     /// one row per class).
     #[arg(long, value_delimiter = ',', value_parser = parse_fraction, default_value = "1/class,0.05,0.2,1")]
     pub label_fractions: Vec<f64>,
-    /// Fractions of the train rows pretraining sees.
-    #[arg(long, value_delimiter = ',', value_parser = parse_fraction, default_value = "1")]
+    /// Fractions of the train rows pretraining sees. A fraction f under 1
+    /// pretrains for ceil(epochs / f) epochs, so every point of the curve
+    /// has about the same number of steps (the data, not the compute,
+    /// varies); 1 is the run at `--pretrain-epochs`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_fraction, default_value = "0.1,0.3,1")]
     pub pretrain_fractions: Vec<f64>,
     /// How pretrained encoders are used: `finetune` (every weight trains),
     /// `probe` (frozen encoder, standardised features, linear head), or
@@ -329,6 +332,18 @@ pub fn print_targets(mask: &MaskConfig, stats: Option<&RunStats>) {
     }
 }
 
+/// Pretraining epochs on a fraction `pf` of the train rows: as many steps
+/// as `epochs` over all of them, i.e. ceil(epochs / pf), and `epochs` at 1.
+pub fn epochs_at(epochs: u32, pf: f64) -> u32 {
+    if pf >= 1.0 {
+        epochs
+    } else {
+        ((epochs as f64 / pf.max(1e-6)) - 1e-9)
+            .ceil()
+            .min(u32::MAX as f64) as u32
+    }
+}
+
 /// Runs the pretraining runs, the fine-tuning grid and the baselines.
 pub fn run_grid(grid: &Grid) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
@@ -374,6 +389,7 @@ pub fn run_grid(grid: &Grid) -> anyhow::Result<Outcome> {
                 let run_dir = runs_dir.join(format!("pretrain-{task}-{:.0}-s{seed}", 100.0 * pf));
                 let spec = PretrainSpec {
                     seed,
+                    epochs: epochs_at(grid.spec.epochs, pf),
                     ..grid.spec.clone()
                 };
                 let settings = pretrain::PretrainSettings::new(&spec, &source, task)?;
@@ -552,6 +568,19 @@ pub fn write_outputs(grid: &Grid, o: &Outcome, title: &str) -> anyhow::Result<St
         grid.seeds,
         o.seconds
     );
+    let smaller: Vec<String> = grid
+        .pretrain_fractions
+        .iter()
+        .filter(|&&pf| pf < 1.0)
+        .map(|&pf| format!("{:.0}% for {} epochs", 100.0 * pf, epochs_at(s.epochs, pf)))
+        .collect();
+    if !smaller.is_empty() {
+        r += &format!(
+            "Pretraining on part of the train rows ({}) runs about as many steps as on all of them; \
+             the pretext table below gives each run's steps.\n\n",
+            smaller.join(", ")
+        );
+    }
     r += "## Test accuracy: mean [95% bootstrap interval] over seeds, and macro-F1\n\n";
     r += &markdown_table(&o.records);
     r += &format!(
@@ -638,4 +667,19 @@ fn long_runs(grid: &Grid, path: &Path, masked: &Path) -> anyhow::Result<(String,
     );
     s += &report::band_table(&recs);
     Ok((s, recs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epochs_at;
+
+    #[test]
+    fn a_fraction_of_the_data_gets_the_steps_of_all_of_it() {
+        assert_eq!(epochs_at(1, 1.0), 1);
+        assert_eq!(epochs_at(2, 1.0), 2);
+        assert_eq!(epochs_at(1, 0.1), 10);
+        assert_eq!(epochs_at(1, 0.3), 4); // 3.33 rounded up
+        assert_eq!(epochs_at(3, 0.5), 6);
+        assert_eq!(epochs_at(1, 0.25), 4);
+    }
 }

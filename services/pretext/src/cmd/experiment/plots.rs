@@ -1,6 +1,8 @@
 //! The experiment's PNG plots: `accuracy.png` (test accuracy against the
 //! labeled fraction, a line and a 95% band per CNN method, the classical
-//! baselines dashed) and `pretrain_loss.png` (each pretraining run's loss).
+//! baselines dashed), `pretrain_data.png` (test accuracy against the share
+//! of train rows pretraining saw, at the fewest labels; drawn when the grid
+//! has several) and `pretrain_loss.png` (each pretraining run's loss).
 //! Text needs a TrueType font: DejaVu Sans from Debian's `fonts-dejavu-core`.
 
 use std::path::{Path, PathBuf};
@@ -30,9 +32,21 @@ pub fn write_plots(
 ) -> Result<Vec<String>, String> {
     register_font()?;
     let mut files = Vec::new();
-    if !records.is_empty() {
+    // The label-fraction curves use the runs pretrained on every row; the
+    // smaller pretraining fractions have their own plot.
+    let full: Vec<Record> = records
+        .iter()
+        .filter(|r| r.pretrain_fraction <= 0.0 || r.pretrain_fraction >= 1.0)
+        .cloned()
+        .collect();
+    if !full.is_empty() {
         let f = "accuracy.png";
-        plot_accuracy(&out.join(f), records, labeled).map_err(|e| e.to_string())?;
+        plot_accuracy(&out.join(f), &full, labeled).map_err(|e| e.to_string())?;
+        files.push(f.to_owned());
+    }
+    if let Some(data_lines) = pretrain_data_lines(records) {
+        let f = "pretrain_data.png";
+        plot_pretrain_data(&out.join(f), &data_lines).map_err(|e| e.to_string())?;
         files.push(f.to_owned());
     }
     if !curves.is_empty() {
@@ -179,6 +193,160 @@ fn plot_accuracy(
     Ok(())
 }
 
+/// The pretraining-data curves: at the smallest label fraction, per
+/// pretrained method and protocol, (pretraining fraction, mean, lo, hi);
+/// and `none` fine-tuned there (mean, lo, hi). `None` unless the grid has
+/// at least two pretraining fractions.
+struct DataLines {
+    label_fraction: f64,
+    lines: Vec<(String, Line)>,
+    none: Option<(f64, f64, f64)>,
+}
+
+fn pretrain_data_lines(records: &[Record]) -> Option<DataLines> {
+    let mut pfs: Vec<f64> = records
+        .iter()
+        .filter(|r| r.pretrain_fraction > 0.0)
+        .map(|r| r.pretrain_fraction)
+        .collect();
+    pfs.sort_by(f64::total_cmp);
+    pfs.dedup();
+    if pfs.len() < 2 {
+        return None;
+    }
+    let label_fraction = records
+        .iter()
+        .map(|r| r.label_fraction)
+        .fold(f64::INFINITY, f64::min);
+    let at: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.label_fraction == label_fraction && r.is_cnn())
+        .collect();
+    let summarise = |cell: &[&Record]| {
+        let acc: Vec<f64> = cell.iter().map(|r| r.test_accuracy).collect();
+        let (m, _) = mean_std(&acc);
+        let (lo, hi) = bootstrap_ci(&acc);
+        (m, lo, hi)
+    };
+    let mut names: Vec<(String, String, super::record::Protocol)> = Vec::new();
+    for r in &at {
+        if r.pretrain_fraction > 0.0 {
+            let name = match r.protocol {
+                super::record::Protocol::Probe => format!("{} probe", r.method),
+                _ => r.method.clone(),
+            };
+            if !names.iter().any(|(n, _, _)| *n == name) {
+                names.push((name, r.method.clone(), r.protocol));
+            }
+        }
+    }
+    let lines = names
+        .into_iter()
+        .map(|(name, method, protocol)| {
+            let pts = pfs
+                .iter()
+                .filter_map(|&pf| {
+                    let cell: Vec<&Record> = at
+                        .iter()
+                        .copied()
+                        .filter(|r| {
+                            r.method == method
+                                && r.protocol == protocol
+                                && r.pretrain_fraction == pf
+                        })
+                        .collect();
+                    (!cell.is_empty()).then(|| {
+                        let (m, lo, hi) = summarise(&cell);
+                        (pf, m, lo, hi)
+                    })
+                })
+                .collect();
+            (name, pts)
+        })
+        .collect();
+    let none: Vec<&Record> = at
+        .iter()
+        .copied()
+        .filter(|r| r.method == "none" && r.protocol == super::record::Protocol::Finetune)
+        .collect();
+    Some(DataLines {
+        label_fraction,
+        lines,
+        none: (!none.is_empty()).then(|| summarise(&none)),
+    })
+}
+
+fn plot_pretrain_data(path: &Path, d: &DataLines) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let xs: Vec<f64> = d
+        .lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .collect();
+    let lo = xs.iter().copied().fold(1.0, f64::min).max(1e-4) * 0.8;
+    let hi = 1.25f64;
+    let root = BitMapBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Test accuracy vs pretraining data, {} labels (same steps; mean, 95% band)",
+                fraction_label(d.label_fraction)
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("share of the train rows pretraining saw (log)")
+        .y_desc("test accuracy")
+        .x_label_formatter(&|x| format!("{:.0}%", 100.0 * x))
+        .draw()?;
+    if let Some((m, l, h)) = d.none {
+        let grey = COLORS[0];
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(lo, l), (hi, h)],
+            grey.mix(0.12).filled(),
+        )))?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(lo, m), (hi, m)],
+                6,
+                4,
+                grey.stroke_width(2),
+            ))?
+            .label("none (no pretraining)")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1))
+            });
+    }
+    for (i, (label, pts)) in d.lines.iter().enumerate() {
+        let color = COLORS[(i + 1) % COLORS.len()];
+        let means: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+        let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
+        band.extend(pts.iter().rev().map(|p| (p.0, p.3)));
+        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))?;
+        chart
+            .draw_series(LineSeries::new(means.clone(), color.stroke_width(2)))?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(means.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 fn plot_curves(
     path: &Path,
     curves: &[(String, PathBuf)],
@@ -271,4 +439,59 @@ pub fn axis_note(records: &[Record], labeled: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::experiment::record::{Protocol, test_record};
+
+    #[test]
+    fn pretraining_data_curves_are_drawn_at_the_fewest_labels_from_two_fractions_up() {
+        let mut rs = Vec::new();
+        for seed in 0..3 {
+            for lf in [0.1, 1.0] {
+                rs.push(test_record("none", Protocol::Finetune, 0.0, lf, seed, 0.5));
+                rs.push(test_record(
+                    "ngram",
+                    Protocol::Classical,
+                    0.0,
+                    lf,
+                    seed,
+                    0.9,
+                ));
+                for (pf, acc) in [(0.1, 0.55), (1.0, 0.6 + 0.01 * seed as f64)] {
+                    rs.push(test_record("masked", Protocol::Finetune, pf, lf, seed, acc));
+                    rs.push(test_record(
+                        "masked",
+                        Protocol::Probe,
+                        pf,
+                        lf,
+                        seed,
+                        acc - 0.1,
+                    ));
+                }
+            }
+        }
+        let d = pretrain_data_lines(&rs).expect("two pretraining fractions");
+        assert_eq!(d.label_fraction, 0.1);
+        let names: Vec<&str> = d.lines.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["masked", "masked probe"]);
+        let pts = &d.lines[0].1;
+        assert_eq!(pts.len(), 2);
+        assert_eq!((pts[0].0, pts[1].0), (0.1, 1.0));
+        assert!((pts[0].1 - 0.55).abs() < 1e-9);
+        assert!((pts[1].1 - 0.61).abs() < 1e-9);
+        assert!(pts[1].2 <= pts[1].1 && pts[1].1 <= pts[1].3);
+        let (m, _, _) = d.none.expect("none at that fraction");
+        assert!((m - 0.5).abs() < 1e-9);
+
+        // One pretraining fraction: no such plot.
+        let one: Vec<Record> = rs
+            .iter()
+            .filter(|r| r.pretrain_fraction != 0.1)
+            .cloned()
+            .collect();
+        assert!(pretrain_data_lines(&one).is_none());
+    }
 }

@@ -170,6 +170,35 @@ impl Record {
     }
 }
 
+/// A record with the given cell and accuracy (test and valid), for the
+/// tests of the modules that summarise records.
+#[cfg(test)]
+pub fn test_record(
+    method: &str,
+    protocol: Protocol,
+    pretrain_fraction: f64,
+    label_fraction: f64,
+    seed: u64,
+    acc: f64,
+) -> Record {
+    Record {
+        method: method.into(),
+        protocol,
+        pretrain_fraction,
+        label_fraction,
+        seed,
+        test_accuracy: acc,
+        macro_f1: acc,
+        train_rows: 10,
+        steps: 1,
+        best_valid_accuracy: acc,
+        test_by_length: Vec::new(),
+        seconds: 0.0,
+        top_prediction_share: 0.4,
+        top_prediction_true_share: 0.4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

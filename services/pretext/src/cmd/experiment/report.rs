@@ -316,21 +316,10 @@ mod tests {
     use crate::cmd::experiment::record::Protocol;
 
     fn rec(method: &str, protocol: Protocol, seed: u64, acc: f64, valid: f64) -> Record {
+        let pf = if method == "masked" { 1.0 } else { 0.0 };
         Record {
-            method: method.into(),
-            protocol,
-            pretrain_fraction: if method == "masked" { 1.0 } else { 0.0 },
-            label_fraction: 1.0,
-            seed,
-            test_accuracy: acc,
-            macro_f1: acc,
-            train_rows: 10,
-            steps: 1,
             best_valid_accuracy: valid,
-            test_by_length: Vec::new(),
-            seconds: 0.0,
-            top_prediction_share: 0.4,
-            top_prediction_true_share: 0.4,
+            ..crate::cmd::experiment::record::test_record(method, protocol, pf, 1.0, seed, acc)
         }
     }
 

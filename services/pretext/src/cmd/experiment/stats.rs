@@ -168,22 +168,8 @@ mod tests {
     use super::*;
 
     fn rec(method: &str, protocol: Protocol, lf: f64, seed: u64, acc: f64) -> Record {
-        Record {
-            method: method.into(),
-            protocol,
-            pretrain_fraction: if method == "none" { 0.0 } else { 1.0 },
-            label_fraction: lf,
-            seed,
-            test_accuracy: acc,
-            macro_f1: acc,
-            train_rows: 1,
-            steps: 1,
-            best_valid_accuracy: acc,
-            test_by_length: Vec::new(),
-            seconds: 0.0,
-            top_prediction_share: 0.5,
-            top_prediction_true_share: 0.5,
-        }
+        let pf = if method == "none" { 0.0 } else { 1.0 };
+        crate::cmd::experiment::record::test_record(method, protocol, pf, lf, seed, acc)
     }
 
     #[test]
