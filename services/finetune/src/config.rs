@@ -79,8 +79,11 @@ pub struct FinetuneConfig {
     /// Optimiser (peak learning rate, warmup; `total_steps` is set to the budget).
     pub optimizer: AdamWConfig,
     /// Length buckets and token budget of the batches (default: octaves from
-    /// 512 to 30,720 and 16,384 tokens: a labeled subset is small, so
-    /// coarse buckets keep batches full at the cost of some padding).
+    /// 512 to 30,720 and 8,192 tokens: a labeled subset is small, so
+    /// coarse buckets keep batches full at the cost of some padding; and
+    /// twice the updates of 16,384-token batches for the same compute
+    /// (bacteria, from scratch, 100% labels, crops of 1,024, 4 epochs:
+    /// 96.0% on two seeds against 90.9% with 16,384).
     pub buckets: BucketConfig,
     /// Train on random crops of at most this many steps (a new crop every
     /// epoch); evaluation always sees whole sequences (default: no crop).
@@ -129,7 +132,7 @@ impl Default for FinetuneConfig {
             },
             buckets: BucketConfig {
                 edges: geometric_edges(512, 30_720, 2.0),
-                max_tokens: 16_384,
+                max_tokens: 8_192,
             },
             train_crop: None,
             validation: ValidationConfig::default(),
