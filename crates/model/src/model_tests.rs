@@ -910,12 +910,25 @@ fn the_heads_batch_norm_uses_batch_statistics_in_training_and_running_ones_after
         var.double_value(&[0]) < 1.0,
         "running variance moved towards 1e-4"
     );
-    // Many steps: evaluation approaches what training saw.
+    // Many steps: the running statistics reach the batch's (the variance
+    // unbiased, as in PyTorch), and evaluation normalises by them.
     for _ in 0..200 {
         let _ = classifier.logits_from_pooled(&pooled, true);
     }
+    let (mean, var) = classifier.feature_norm_stats();
+    assert!(max_diff(&mean, &pooled.mean_dim(0, false, None)) < 1e-4);
+    let unbiased = pooled.var_dim(0, true, false);
+    assert!(
+        ((&var - &unbiased).abs() / &unbiased)
+            .max()
+            .double_value(&[])
+            < 1e-2
+    );
     let eval_after = classifier.logits_from_pooled(&pooled, false);
-    assert!(max_diff(&eval_after, &train) < 1e-2);
+    let z = (&pooled - &mean) / (&var + FEATURE_NORM_EPS).sqrt();
+    let want = z.matmul(&vars["classifier_head.weight"].tr()) + bias;
+    assert!(max_diff(&eval_after, &want) < 1e-4);
+    assert!(max_diff(&eval_after, &train) < 0.25 * max_diff(&eval_before, &train));
     // One row in training: running statistics, nothing updated, no error.
     let (m0, _) = classifier.feature_norm_stats();
     let one = classifier.logits_from_pooled(&pooled.narrow(0, 0, 1), true);

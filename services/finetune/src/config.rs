@@ -67,6 +67,10 @@ pub struct FinetuneConfig {
     /// is `max(epochs × batches per epoch, min_steps)`: the same for every
     /// starting point at a given fraction.
     pub min_steps: u64,
+    /// At most this many steps, whatever the subset's size (default: no
+    /// cap). Applied after `min_steps`; the same for every starting point.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
     /// Evaluations on `valid` spread over the run, the last at its end; the
     /// weights of the best one are kept (default 8).
     pub evals: u32,
@@ -122,6 +126,7 @@ impl Default for FinetuneConfig {
             freeze_encoder: false,
             epochs: 20,
             min_steps: 60,
+            max_steps: None,
             evals: 8,
             seed: 0,
             model: ModelConfig::default(),
@@ -160,6 +165,9 @@ impl FinetuneConfig {
         }
         if self.epochs == 0 && self.min_steps == 0 {
             return fail("the budget is zero: set epochs or min_steps".into());
+        }
+        if self.max_steps == Some(0) {
+            return fail("max_steps must be at least 1".into());
         }
         if self.evals == 0 {
             return fail("evals must be at least 1".into());

@@ -596,6 +596,7 @@ pub fn run_on_with(
     .len();
     let mut total = (u64::from(config.epochs) * per_epoch as u64)
         .max(config.min_steps)
+        .min(config.max_steps.unwrap_or(u64::MAX))
         .max(1);
     let mut evals = u64::from(config.evals);
     if config.freeze_encoder {

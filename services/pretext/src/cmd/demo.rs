@@ -150,6 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         budget: Budget {
             epochs: args.finetune_epochs,
             min_steps: 40,
+            max_steps: None,
             evals: 4,
             lr: 2e-3,
             train_crop: Some(1024),

@@ -80,8 +80,11 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     pub epochs: u32,
     /// Least fine-tuning steps per run (the budget is the same for every method).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 100)]
     pub min_steps: u64,
+    /// Most fine-tuning steps per run (default: no cap; 500 with `--quick`).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
     /// Evaluations on `valid` per fine-tuning run (the best is kept).
     #[arg(long, default_value_t = 6)]
     pub evals: u32,
@@ -125,6 +128,8 @@ pub struct Budget {
     pub epochs: u32,
     /// Least steps.
     pub min_steps: u64,
+    /// Most steps.
+    pub max_steps: Option<u64>,
     /// Evaluations on valid.
     pub evals: u32,
     /// Peak learning rate.
@@ -159,6 +164,7 @@ impl Budget {
             run_dir,
             epochs: self.epochs,
             min_steps: self.min_steps,
+            max_steps: self.max_steps,
             evals: self.evals,
             seed,
             model: ModelConfig {
@@ -238,8 +244,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.pretrain_fractions = vec![1.0];
         args.seeds = 3;
         args.pretrain_epochs = 1;
-        args.epochs = 4;
-        args.min_steps = 30;
+        // Measured on bacteria (none, 100%): 4 epochs 93.4-97.0% over 3
+        // seeds, still learning at the end; 8 epochs 94.9-97.5%.
+        args.epochs = 8;
+        args.min_steps = 100;
+        args.max_steps = args.max_steps.or(Some(500));
         args.evals = 3;
         args.train_crop = args.train_crop.or(Some(1024));
         args.width = args.width.or(Some(32));
@@ -268,6 +277,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         budget: Budget {
             epochs: args.epochs,
             min_steps: args.min_steps,
+            max_steps: args.max_steps,
             evals: args.evals,
             lr: args.lr,
             train_crop: args.train_crop,
@@ -535,7 +545,7 @@ pub fn write_outputs(grid: &Grid, o: &Outcome, title: &str) -> anyhow::Result<St
         "Data: {}; {} classes; {} labeled and {} unlabeled train rows, {} valid, {} test rows. \
          Model: width {}, depth {}. Pretraining: {} epoch(s) over the train rows (never valid or test); \
          masked spans of mean {} steps at rate {}, next-step horizon {}{}. \
-         Fine-tuning budget, the same for every method at a fraction: max({} epochs, {} steps), lr {}, \
+         Fine-tuning budget, the same for every method at a fraction: max({} epochs, {} steps){}, lr {}, \
          {} evaluations on valid (best kept), crop {}, class-balanced loss. Seeds: {} (each re-draws pretraining, \
          the labeled subset, the head and the batch order). Wall clock {:.0} s.\n\n",
         grid.data
@@ -562,6 +572,8 @@ pub fn write_outputs(grid: &Grid, o: &Outcome, title: &str) -> anyhow::Result<St
         )),
         b.epochs,
         b.min_steps,
+        b.max_steps
+            .map_or(String::new(), |m| format!(", at most {m} steps")),
         b.lr,
         b.evals,
         b.train_crop.map_or("none".to_owned(), |c| format!("{c} steps")),
