@@ -888,7 +888,7 @@ fn the_heads_batch_norm_uses_batch_statistics_in_training_and_running_ones_after
         Direction::Bidirectional,
         NormKind::Layer,
     );
-    let mut classifier = Classifier::new(&config, 3, CPU).unwrap();
+    let classifier = Classifier::new(&config, 3, CPU).unwrap();
     // Pooled features far from 0 and 1, as a trainable encoder's are.
     let pooled = Tensor::randn([8, 17], (Kind::Float, CPU)) * 0.01 + 3.0;
     let eval_before = classifier.logits_from_pooled(&pooled, false);
