@@ -191,6 +191,11 @@ fn a_trained_causal_scalar_classifier_gives_the_same_logits_in_pytorch() {
         (&loss.sum / loss.count as f64).backward();
         opt.step().unwrap();
     }
+    // Training moved the head's batch-normalisation statistics off the
+    // identity, so the export must carry and apply them.
+    let (mean, var) = model.feature_norm_stats();
+    assert!(mean.abs().max().double_value(&[]) > 1e-3);
+    assert!((var - 1.0).abs().max().double_value(&[]) > 1e-3);
     let state = CheckpointState::new(3, config, serde_json::json!({}));
     // A checkpoint directory given directly, as fine-tuning writes them.
     let ckpt = save_checkpoint(&dir.path().join("ft"), model.var_store(), &opt, &state).unwrap();
