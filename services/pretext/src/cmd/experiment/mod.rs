@@ -49,9 +49,10 @@ pub struct Args {
     /// Output directory: report.md, results.json, summary.json, plots, runs/.
     #[arg(long, default_value = "out/experiment")]
     pub out: PathBuf,
-    /// A grid that runs in minutes (under 30 on 2 cores for about 1.5M
+    /// A grid that runs in minutes (aim: under 30 on 2 cores for about 2M
     /// tokens): fractions 1/class, 20% and 100%, 3 seeds, 1 pretraining
-    /// epoch, width 32 unless given, a short fine-tuning budget.
+    /// epoch, width 32 unless given, crops of 1,024, fine-tuning for 8
+    /// epochs within 100..500 steps, 3 evaluations on valid.
     #[arg(long)]
     pub quick: bool,
     /// Fractions of the labeled train rows (comma-separated; `1/class` is
