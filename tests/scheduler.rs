@@ -363,9 +363,21 @@ fn a_retrain_that_makes_the_model_worse_is_recorded_and_not_promoted() {
         worse < baseline,
         "the candidate ({worse}) is worse than the promoted model ({baseline})"
     );
+    // The promoted model was re-scored on the candidate's test rows (both
+    // files), not its run-1 score (file a only) copied: its accuracy is a
+    // whole number of those rows.
+    let (rows, first_rows) = (
+        candidate["test_rows"].as_i64().unwrap(),
+        models[0]["test_rows"].as_i64().unwrap(),
+    );
     assert!(
-        (baseline - first).abs() < 1e-9,
-        "the promoted model was re-scored on the same rows: {baseline} vs {first}"
+        rows > first_rows,
+        "run 2 tests on both files: {rows} vs {first_rows}"
+    );
+    let right = baseline * rows as f64;
+    assert!(
+        (right - right.round()).abs() < 1e-6,
+        "the baseline {baseline} (run 1: {first}) is a count of {rows} rows"
     );
     // Both files were used, each once; the next tick has nothing to do.
     for f in l["files"].as_array().unwrap() {
