@@ -164,16 +164,7 @@ fn plot_accuracy(
         let color = COLORS[i % COLORS.len()];
         let means: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
         if cnn {
-            let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
-            band.extend(pts.iter().rev().map(|p| (p.0, p.3)));
-            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))?;
-            chart
-                .draw_series(LineSeries::new(means.clone(), color.stroke_width(2)))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart.draw_series(means.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            draw_band_line(&mut chart, label, color, &pts)?;
         } else {
             chart
                 .draw_series(DashedLineSeries::new(means, 6, 4, color.stroke_width(2)))?
@@ -325,17 +316,7 @@ fn plot_pretrain_data(path: &Path, d: &DataLines) -> Result<(), Box<dyn std::err
     }
     for (i, (label, pts)) in d.lines.iter().enumerate() {
         let color = COLORS[(i + 1) % COLORS.len()];
-        let means: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-        let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
-        band.extend(pts.iter().rev().map(|p| (p.0, p.3)));
-        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))?;
-        chart
-            .draw_series(LineSeries::new(means.clone(), color.stroke_width(2)))?
-            .label(label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(means.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        draw_band_line(&mut chart, label.clone(), color, pts)?;
     }
     chart
         .configure_series_labels()
@@ -344,6 +325,33 @@ fn plot_pretrain_data(path: &Path, d: &DataLines) -> Result<(), Box<dyn std::err
         .position(SeriesLabelPosition::LowerRight)
         .draw()?;
     root.present()?;
+    Ok(())
+}
+
+/// A CNN method's line: the 95% band, the means joined, a dot per point.
+fn draw_band_line(
+    chart: &mut plotters::chart::ChartContext<
+        '_,
+        plotters::backend::BitMapBackend<'_>,
+        plotters::coord::cartesian::Cartesian2d<
+            plotters::coord::combinators::LogCoord<f64>,
+            plotters::coord::types::RangedCoordf64,
+        >,
+    >,
+    label: String,
+    color: plotters::style::RGBColor,
+    pts: &[(f64, f64, f64, f64)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let means: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+    let mut band: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.2)).collect();
+    band.extend(pts.iter().rev().map(|p| (p.0, p.3)));
+    chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))?;
+    chart
+        .draw_series(LineSeries::new(means.clone(), color.stroke_width(2)))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart.draw_series(means.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
     Ok(())
 }
 
