@@ -50,30 +50,35 @@ pub struct Args {
     #[arg(long, default_value = "out/experiment")]
     pub out: PathBuf,
     /// A grid that runs in minutes (aim: under 30 on 2 cores for about 2M
-    /// tokens): fractions 1/class, 20% and 100%, 3 seeds, 1 pretraining
-    /// epoch, width 32 unless given, crops of 1,024, fine-tuning for 8
-    /// epochs within 100..500 steps, 3 evaluations on valid.
+    /// tokens): unless given, label fractions 1/class, 20% and 100%, 3
+    /// seeds, pretraining on all train rows only, width 32, at most 500
+    /// fine-tuning steps, crops of 1,024; always 1 pretraining epoch,
+    /// fine-tuning for 8 epochs and at least 100 steps, 3 evaluations on
+    /// valid.
     #[arg(long)]
     pub quick: bool,
     /// Fractions of the labeled train rows (comma-separated; `1/class` is
     /// one row per class).
-    #[arg(long, value_delimiter = ',', value_parser = parse_fraction, default_value = "1/class,0.05,0.2,1")]
-    pub label_fractions: Vec<f64>,
+    /// Default 1/class,0.05,0.2,1 (1/class,0.2,1 with `--quick`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fraction)]
+    pub label_fractions: Option<Vec<f64>>,
     /// Fractions of the train rows pretraining sees. A fraction f under 1
     /// pretrains for ceil(epochs / f) epochs, so every point of the curve
     /// has about the same number of steps (the data, not the compute,
-    /// varies); 1 is the run at `--pretrain-epochs`.
-    #[arg(long, value_delimiter = ',', value_parser = parse_fraction, default_value = "0.1,0.3,1")]
-    pub pretrain_fractions: Vec<f64>,
+    /// varies); 1 is the run at `--pretrain-epochs`. Default 0.1,0.3,1
+    /// (1 with `--quick`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fraction)]
+    pub pretrain_fractions: Option<Vec<f64>>,
     /// How pretrained encoders are used: `finetune` (every weight trains),
     /// `probe` (frozen encoder, standardised features, linear head), or
     /// both. The `none` baseline is always fine-tuned (and probed, as the
     /// control of probes).
     #[arg(long, value_delimiter = ',', default_value = "probe,finetune")]
     pub protocols: Vec<Protocol>,
-    /// Seeds (each re-draws pretraining, subset, head and batch order).
-    #[arg(long, default_value_t = 5)]
-    pub seeds: u64,
+    /// Seeds (each re-draws pretraining, subset, head and batch order);
+    /// default 5 (3 with `--quick`).
+    #[arg(long)]
+    pub seeds: Option<u64>,
     /// Pretraining epochs.
     #[arg(long, default_value_t = 2)]
     pub pretrain_epochs: u32,
@@ -240,10 +245,8 @@ pub struct Outcome {
 
 /// Runs `pretext experiment`.
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let (label_fractions, pretrain_fractions, seeds) = axes(&args)?;
     if args.quick {
-        args.label_fractions = vec![record::ONE_PER_CLASS, 0.2, 1.0];
-        args.pretrain_fractions = vec![1.0];
-        args.seeds = 3;
         args.pretrain_epochs = 1;
         // Measured on bacteria (none, 100%): 4 epochs 93.4-97.0% over 3
         // seeds, still learning at the end; 8 epochs 94.9-97.5%.
@@ -261,10 +264,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let grid = Grid {
         data: args.data.clone(),
         out: args.out.clone(),
-        label_fractions: args.label_fractions.clone(),
-        pretrain_fractions: args.pretrain_fractions.clone(),
+        label_fractions,
+        pretrain_fractions,
         protocols: args.protocols.clone(),
-        seeds: args.seeds,
+        seeds,
         spec: PretrainSpec {
             broker: "memory".into(),
             epochs: args.pretrain_epochs,
@@ -322,6 +325,32 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.out.join("summary.json").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The grid's label fractions, pretraining fractions and seed count: the
+/// flags where given, else the defaults of the full or the quick grid.
+fn axes(args: &Args) -> anyhow::Result<(Vec<f64>, Vec<f64>, u64)> {
+    let (label_fractions, pretrain_fractions, seeds) = if args.quick {
+        (vec![record::ONE_PER_CLASS, 0.2, 1.0], vec![1.0], 3)
+    } else {
+        (
+            vec![record::ONE_PER_CLASS, 0.05, 0.2, 1.0],
+            vec![0.1, 0.3, 1.0],
+            5,
+        )
+    };
+    let label_fractions = args.label_fractions.clone().unwrap_or(label_fractions);
+    let pretrain_fractions = args
+        .pretrain_fractions
+        .clone()
+        .unwrap_or(pretrain_fractions);
+    let seeds = args.seeds.unwrap_or(seeds);
+    anyhow::ensure!(seeds >= 1, "--seeds must be at least 1");
+    anyhow::ensure!(
+        pretrain_fractions.iter().any(|&pf| pf >= 1.0),
+        "--pretrain-fractions must include 1: the other fractions are compared with it"
+    );
+    Ok((label_fractions, pretrain_fractions, seeds))
 }
 
 /// Prints the targets and where they came from.
@@ -684,7 +713,20 @@ fn long_runs(grid: &Grid, path: &Path, masked: &Path) -> anyhow::Result<(String,
 
 #[cfg(test)]
 mod tests {
-    use super::epochs_at;
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn axes_of(flags: &[&str]) -> anyhow::Result<(Vec<f64>, Vec<f64>, u64)> {
+        let argv = ["experiment", "--data", "d"].iter().chain(flags);
+        axes(&Cli::try_parse_from(argv)?.args)
+    }
 
     #[test]
     fn a_fraction_of_the_data_gets_the_steps_of_all_of_it() {
@@ -694,5 +736,34 @@ mod tests {
         assert_eq!(epochs_at(1, 0.3), 4); // 3.33 rounded up
         assert_eq!(epochs_at(3, 0.5), 6);
         assert_eq!(epochs_at(1, 0.25), 4);
+    }
+
+    #[test]
+    fn quick_takes_its_defaults_but_keeps_the_axes_given() {
+        let one = record::ONE_PER_CLASS;
+        assert_eq!(
+            axes_of(&[]).unwrap(),
+            (vec![one, 0.05, 0.2, 1.0], vec![0.1, 0.3, 1.0], 5)
+        );
+        assert_eq!(
+            axes_of(&["--quick"]).unwrap(),
+            (vec![one, 0.2, 1.0], vec![1.0], 3)
+        );
+        assert_eq!(
+            axes_of(&[
+                "--quick",
+                "--seeds",
+                "5",
+                "--pretrain-fractions",
+                "0.1,0.3,1",
+                "--label-fractions",
+                "1/class,1"
+            ])
+            .unwrap(),
+            (vec![one, 1.0], vec![0.1, 0.3, 1.0], 5)
+        );
+        let err = axes_of(&["--pretrain-fractions", "0.5"]).unwrap_err();
+        assert!(err.to_string().contains("must include 1"), "{err}");
+        assert!(axes_of(&["--seeds", "0"]).is_err());
     }
 }
