@@ -6,7 +6,9 @@
 //! trainers can be scaled, the broker's health gates the services, volumes and
 //! health checks are there, Prometheus scrapes every service, and
 //! ops/rabbitmq/definitions.json matches the topology the code declares with
-//! least-privilege users and no passwords.
+//! least-privilege users and no passwords, and `ops/make-secrets.sh` makes
+//! each service's password readable by the uid its image runs as, and only
+//! by it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -624,5 +626,69 @@ fn the_example_env_files_hold_only_variables_pretext_reads_with_valid_values() {
             "{file}.env: pretext rejects {args:?}:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+#[test]
+fn make_secrets_gives_each_password_to_the_service_user_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dockerfile = std::fs::read_to_string(root().join("ops/Dockerfile")).unwrap();
+    let uid: u32 = Regex::new(r"--uid (\d+)")
+        .unwrap()
+        .captures(&dockerfile)
+        .expect("ops/Dockerfile creates its user with --uid")[1]
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let run = || {
+        Command::new("bash")
+            .arg(root().join("ops/make-secrets.sh"))
+            .env("PRETEXT_SECRETS_DIR", &secrets)
+            .env_remove("PRETEXT_SERVICE_UID")
+            .output()
+            .unwrap()
+    };
+    let me = Command::new("id").arg("-u").output().unwrap();
+    let me: u32 = String::from_utf8_lossy(&me.stdout).trim().parse().unwrap();
+    let out = run();
+    if me != 0 {
+        // Without root the files cannot be handed over: a clear refusal.
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("run as root"), "{err}");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Vec<Vec<u8>> = ["admin", "producer", "trainer", "scheduler", "finetune"]
+        .iter()
+        .map(|role| {
+            let f = secrets.join(format!("amqp_{role}_password"));
+            let m = std::fs::metadata(&f).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o400, "{role}");
+            let owner = if *role == "admin" { me } else { uid };
+            assert_eq!(m.uid(), owner, "{role}: owned by uid {}", m.uid());
+            let bytes = std::fs::read(&f).unwrap();
+            assert_eq!(bytes.len(), 48, "{role}: 24 random bytes in hex");
+            bytes
+        })
+        .collect();
+    assert_eq!(
+        first.iter().collect::<BTreeSet<_>>().len(),
+        5,
+        "five different passwords"
+    );
+    // A second run keeps the passwords.
+    assert!(run().status.success());
+    for (role, bytes) in ["admin", "producer", "trainer", "scheduler", "finetune"]
+        .iter()
+        .zip(&first)
+    {
+        let again = std::fs::read(secrets.join(format!("amqp_{role}_password"))).unwrap();
+        assert_eq!(&again, bytes, "{role}");
     }
 }

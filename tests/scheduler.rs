@@ -3,8 +3,10 @@
 //! as JSON. Tiny synthetic data (2 files of 64 sequences, at most 1,024
 //! steps) and a tiny model (width 16, depth 2) keep each retrain to seconds.
 //!
-//! - a dropped file is registered, retrained on and promoted; a second tick
-//!   does nothing; a renamed copy of a known file is not retrained on;
+//! - a dropped file is registered, retrained on and promoted, while
+//!   symbolic links beside it (out of the inbox, a loop) are skipped and
+//!   never read; a second tick does nothing; a renamed copy of a known file
+//!   is not retrained on;
 //! - the scheduler stopped right after each stage commits (the test hook
 //!   `PRETEXT_SCHEDULER_EXIT_AFTER`, which also leaves its lease held, as a
 //!   killed process does) and restarted ends in the registry state of an
@@ -70,8 +72,8 @@ impl Setup {
     }
 
     /// `pretext schedule` on this inbox and registry with the tiny budget,
-    /// plus `extra` (its `--finetune-epochs`, if any, replaces the default
-    /// budget), without the test hook.
+    /// plus `extra` (its `--finetune-epochs` or `--pretrain-epochs`, if
+    /// any, replaces the default budget), without the test hook.
     fn command(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pretext"));
         cmd.args(["schedule", "--inbox"])
@@ -89,9 +91,12 @@ impl Setup {
                 "2",
                 "--max-len",
                 "1024",
-                "--pretrain-epochs",
-                "1",
             ])
+            .args(if extra.contains(&"--pretrain-epochs") {
+                &[][..]
+            } else {
+                &["--pretrain-epochs", "1"][..]
+            })
             .args(if extra.contains(&"--finetune-epochs") {
                 &[][..]
             } else {
@@ -225,10 +230,44 @@ fn a_dropped_file_is_retrained_on_once_and_a_renamed_copy_never() {
     let files = dataset(dir.path());
     let s = Setup::new(&dir.path().join("sched"));
     s.drop_file(&files[0], "batch-1.parquet");
+    // Beside it, a link to a file outside the inbox (a secret, say) and a
+    // link loop: neither is read, neither stops the good file.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let secret = outside.join("secret.parquet");
+    std::fs::copy(&files[1], &secret).unwrap();
+    std::os::unix::fs::symlink(&secret, s.inbox().join("secret.parquet")).unwrap();
+    std::os::unix::fs::symlink("loop.parquet", s.inbox().join("loop.parquet")).unwrap();
+    std::os::unix::fs::symlink(&outside, s.inbox().join("outside-dir")).unwrap();
 
     let out = s.tick_ok(&[]);
     assert!(out.contains("registered batch-1.parquet"), "{out}");
     assert!(out.contains("run 1: promoted"), "{out}");
+    for link in ["secret.parquet", "loop.parquet", "outside-dir"] {
+        assert!(
+            out.contains(&format!("skipped {link}: a symbolic link")),
+            "{link}: {out}"
+        );
+    }
+    assert!(!out.contains("registered secret"), "{out}");
+    let secret_bytes = std::fs::read(&secret).unwrap();
+    let mut dirs = vec![s.base.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                dirs.push(e.path());
+            } else if kind.is_file() {
+                assert_ne!(
+                    std::fs::read(e.path()).unwrap(),
+                    secret_bytes,
+                    "{} holds the outside file's bytes",
+                    e.path().display()
+                );
+            }
+        }
+    }
     let l = s.list();
     let runs = l["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1);
@@ -275,6 +314,59 @@ fn a_dropped_file_is_retrained_on_once_and_a_renamed_copy_never() {
         "{shown}"
     );
     assert!(shown.contains("promoted: yes"), "{shown}");
+}
+
+#[test]
+fn a_scheduler_that_loses_its_lease_stops_the_stage_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dataset(dir.path());
+    let s = Setup::new(&dir.path().join("sched"));
+    s.drop_file(&files[0], "a.parquet");
+    // Pretraining long enough to be stolen from mid-stage; the lease is
+    // renewed every second.
+    let log = dir.path().join("schedule.log");
+    let mut child = s
+        .command(&["--once", "--lease-secs", "3", "--pretrain-epochs", "500"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("pretraining to start", &mut child, || {
+        s.registry().exists()
+            && s.list()["runs"]
+                .as_array()
+                .is_some_and(|r| r.len() == 1 && r[0]["status"] == "produced")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // Another scheduler takes the lease over (as after an expiry).
+    let conn = pretext_scheduler::registry::connect(&s.registry()).unwrap();
+    let far = pretext_scheduler::lease::unix_now() + 3600;
+    let n = conn
+        .execute(
+            &format!("UPDATE lease SET holder = 'thief', expires_at = {far}"),
+            (),
+        )
+        .unwrap();
+    assert_eq!(n, 1, "the running scheduler holds the lease");
+    let stolen = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if stolen.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the scheduler kept working a minute after losing its lease");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "a lost lease is a failed tick");
+    assert!(err.contains("lost to `thief`"), "{err}");
+    // Nothing committed past the stage, no error recorded on the run: the
+    // new holder continues it.
+    let l = s.list();
+    assert_eq!(l["runs"][0]["status"], "produced", "{l}");
+    assert_eq!(l["runs"][0]["error"], Value::Null, "{l}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The fuzz targets' bodies: hostile bytes into the batch decoder and into row validation, with the invariants each must keep. Shared by the cargo-fuzz binaries (`fuzz_targets/`) and the stable corpus driver (`crates/core/tests/fuzz_corpus.rs`).
+//! The fuzz targets' bodies: hostile bytes into the batch decoder, into row validation and (as whole Parquet files) into the validating reader, with the invariants each must keep. Shared by the cargo-fuzz binaries (`fuzz_targets/`) and the stable corpus driver (`crates/core/tests/fuzz_corpus.rs`).
 
 use pretext_core::batch::{self, CONTENT_TYPE, MAX_DECOMPRESSED_BYTES, MAX_MESSAGE_BYTES};
+use pretext_core::input::ValidatingReader;
 use pretext_core::ipc_limit::read_stream;
 use pretext_core::validate::{ColumnLayout, IdRegistry, ValidationConfig, validate_batch};
 
@@ -53,6 +54,41 @@ pub fn rows(data: &[u8]) {
                 "length {n} accepted"
             );
             assert!(row.values.iter().all(|&v| v <= pretext_core::MAX_VALUE));
+        }
+    }
+}
+
+/// A whole Parquet file, read as `pretext validate` reads it (written to
+/// `scratch`, then [`ValidatingReader`]): an error naming the file, or a
+/// verdict for every row read. Never a panic.
+pub fn parquet_file(data: &[u8], scratch: &std::path::Path) {
+    std::fs::write(scratch, data).expect("the scratch file is writable");
+    let cfg = ValidationConfig::default();
+    let mut reader = match ValidatingReader::open(scratch, cfg, None, None) {
+        Ok(r) => r,
+        Err(err) => {
+            assert!(!err.to_string().is_empty(), "an error gives a reason");
+            return;
+        }
+    };
+    let mut ids = IdRegistry::default();
+    loop {
+        match reader.next_chunk(&mut ids) {
+            Ok(Some(chunk)) => {
+                for row in &chunk.verdict.rows {
+                    let n = row.values.len();
+                    assert!(
+                        (cfg.min_len..=cfg.max_len).contains(&n),
+                        "length {n} accepted"
+                    );
+                    assert!(row.values.iter().all(|&v| v <= pretext_core::MAX_VALUE));
+                }
+            }
+            Ok(None) => return,
+            Err(err) => {
+                assert!(!err.to_string().is_empty(), "an error gives a reason");
+                return;
+            }
         }
     }
 }

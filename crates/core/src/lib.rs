@@ -28,6 +28,7 @@ pub mod floor;
 pub mod genomes;
 pub mod input;
 pub mod ipc_limit;
+pub mod jsonl;
 pub mod listcol;
 pub mod manifest;
 pub mod report;

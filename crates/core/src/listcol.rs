@@ -27,6 +27,13 @@ use parquet::file::serialized_reader::SerializedPageReader;
 
 type Result<T> = std::result::Result<T, ParquetError>;
 
+/// Most levels (values, nulls and empty lists) one data page may declare.
+/// A page is decoded whole, so its own count sizes the buffers: bounded
+/// here, a page costs at most ~150 MiB however its header lies. Writers'
+/// pages are ~1 MiB (pyarrow, arrow-rs): about a million levels of this
+/// data's 6-bit indices.
+pub const MAX_PAGE_LEVELS: usize = 1 << 23;
+
 fn corrupt(what: impl std::fmt::Display) -> ParquetError {
     ParquetError::General(format!("values column: {what}"))
 }
@@ -301,6 +308,12 @@ impl<T: Element> Decoder<T> {
     /// Decodes a page's levels; the number of values they call for is
     /// what `values` then reads.
     fn levels(&mut self, rep: &[u8], def: &[u8], n: usize) -> Result<()> {
+        if n > MAX_PAGE_LEVELS {
+            return Err(corrupt(format!(
+                "a data page declares {n} values, over the {MAX_PAGE_LEVELS} one page may hold \
+                 (rewrite the file with smaller pages)"
+            )));
+        }
         let p = &mut self.page;
         p.pos = 0;
         p.vpos = 0;
@@ -375,7 +388,6 @@ impl<T: Element> Decoder<T> {
         } else {
             &mut self.page.vals
         };
-        out.reserve(n);
         match self.col.physical {
             PhysicalType::INT32 => words(data, n, out, |b| T::from_i32(i32::from_le_bytes(b))),
             _ => words(data, n, out, |b| T::from_i64(i64::from_le_bytes(b))),
@@ -391,9 +403,16 @@ fn words<const W: usize, N>(
     out: &mut Vec<N>,
     f: impl Fn([u8; W]) -> N,
 ) -> Result<()> {
-    let bytes = data
-        .get(..n * W)
-        .ok_or_else(|| corrupt("PLAIN values end early"))?;
+    // The page's bytes bound the count before anything is allocated.
+    let bytes = n
+        .checked_mul(W)
+        .and_then(|len| data.get(..len))
+        .ok_or_else(|| {
+            corrupt(format!(
+                "PLAIN section holds fewer than the {n} values declared"
+            ))
+        })?;
+    out.reserve(n);
     out.extend(
         bytes
             .chunks_exact(W)
@@ -839,6 +858,56 @@ mod tests {
         let mut got = Vec::new();
         unpack(&[0xbc, 0x3a, 0x12], 12, 2, |v| got.push(v));
         assert_eq!(got, vec![0xabc, 0x123]);
+    }
+
+    /// A decoder over a small real file (rows of u8 lists).
+    fn small_decoder() -> Decoder<UInt8Type> {
+        use arrow_array::RecordBatch;
+        use arrow_array::builder::{ListBuilder, UInt8Builder};
+        let mut b = ListBuilder::new(UInt8Builder::new());
+        for i in 0..4u8 {
+            b.values().append_slice(&[i, i + 1, i + 2]);
+            b.append(true);
+        }
+        let batch =
+            RecordBatch::try_from_iter([("values", Arc::new(b.finish()) as ArrayRef)]).unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            file.try_clone().unwrap(),
+        )
+        .unwrap();
+        let meta = reader.metadata().clone();
+        let col = ListColumn::plan(&meta, reader.schema(), 0, &[0]).expect("the fast path applies");
+        Decoder::new(col, Arc::new(file), meta, vec![0])
+    }
+
+    #[test]
+    fn a_page_that_declares_billions_of_values_is_refused_before_allocating() {
+        let mut d = small_decoder();
+        // A 6-byte repetition section: one run of 2^31 - 1 row starts.
+        let mut rep = Vec::new();
+        let mut h = (i32::MAX as u64) << 1;
+        while h >= 0x80 {
+            rep.push((h as u8) | 0x80);
+            h >>= 7;
+        }
+        rep.extend([h as u8, 0]);
+        let err = d.levels(&rep, &[], i32::MAX as usize).unwrap_err();
+        assert!(
+            err.to_string().contains("declares 2147483647 values"),
+            "{err}"
+        );
+        assert!(d.page.starts.capacity() < 1 << 20);
+        // A dictionary page of 8 bytes that declares 2^40 entries.
+        let err = d.plain(&[0; 8], 1 << 40, true).unwrap_err();
+        assert!(err.to_string().contains("fewer than"), "{err}");
+        assert!(d.dict.capacity() < 1 << 20);
+        // The file itself still decodes.
+        let rows = small_decoder().next_rows(10).unwrap();
+        assert_eq!(rows.len(), 4);
     }
 
     proptest::proptest! {

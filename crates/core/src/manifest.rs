@@ -3,8 +3,8 @@
 //! `RUN_DIR/manifests/`. `pretext audit` joins them with the checkpoints.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,26 +34,23 @@ pub struct ManifestWriter {
 }
 
 impl ManifestWriter {
-    /// Opens (appending) `RUN_DIR/manifests/<producer>.jsonl`.
+    /// Opens (appending) `RUN_DIR/manifests/<producer>.jsonl`. A torn last
+    /// line (a crash mid-append) is cut off first, so the next entry starts
+    /// on a line of its own instead of being glued to the fragment.
     pub fn open(run_dir: &Path, producer: &str) -> std::io::Result<Self> {
         let dir = manifest_dir(run_dir);
         std::fs::create_dir_all(&dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{producer}.jsonl")))?;
+        let file = crate::jsonl::open_append(&dir.join(format!("{producer}.jsonl")))?;
         Ok(Self { file })
     }
 
     /// Appends entries and syncs them to disk.
     pub fn append(&mut self, entries: &[ManifestEntry]) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        for e in entries {
-            serde_json::to_writer(&mut buf, e).map_err(std::io::Error::other)?;
-            buf.push(b'\n');
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()
+        let lines = entries
+            .iter()
+            .map(|e| serde_json::to_vec(e).map_err(std::io::Error::other))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::jsonl::append_synced(&mut self.file, &lines)
     }
 }
 
@@ -87,6 +84,9 @@ pub fn read_manifests(run_dir: &Path) -> std::io::Result<BTreeMap<String, Manife
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -113,5 +113,40 @@ mod tests {
         f.write_all(b"{\"message_id\":\"torn").unwrap();
         let m = read_manifests(dir.path()).unwrap();
         assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn an_entry_appended_after_a_torn_line_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = |id: &str| ManifestEntry {
+            message_id: id.into(),
+            rows: 1,
+            tokens: 4,
+            task_id: "t".into(),
+        };
+        ManifestWriter::open(dir.path(), "p")
+            .unwrap()
+            .append(&[e("a")])
+            .unwrap();
+        // A crash mid-append leaves a fragment with no newline; the same
+        // producer id restarts and appends.
+        let path = manifest_dir(dir.path()).join("p.jsonl");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"message_id\":\"torn\",\"ro").unwrap();
+        drop(f);
+        ManifestWriter::open(dir.path(), "p")
+            .unwrap()
+            .append(&[e("b")])
+            .unwrap();
+        let m = read_manifests(dir.path()).unwrap();
+        assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["a", "b"]);
+        // A file that is one torn fragment is emptied.
+        std::fs::write(&path, b"{\"message_id\":").unwrap();
+        ManifestWriter::open(dir.path(), "p")
+            .unwrap()
+            .append(&[e("c")])
+            .unwrap();
+        let m = read_manifests(dir.path()).unwrap();
+        assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["c"]);
     }
 }

@@ -1,6 +1,7 @@
 //! The fuzz targets of `fuzz/` on stable Rust: every committed corpus input,
 //! then random mutations of them (bit flips, interesting integers, splices,
-//! truncation), through the batch decoder and the row rules. No input may
+//! truncation), through the batch decoder, the row rules and (whole
+//! pyarrow-written Parquet files, `tests/fixtures`) the validating reader. No input may
 //! panic, and none may ask the allocator for more than `MAX_ALLOCATION` at
 //! once (the process aborts naming the size). Deterministic: the mutations
 //! come from a fixed seed; `PRETEXT_FUZZ_ITERS` sets how many per target
@@ -196,8 +197,16 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// Runs `target` on every corpus input and `PRETEXT_FUZZ_ITERS` mutations.
 fn fuzz(name: &str, target: fn(&[u8])) {
-    let inputs = corpus(name);
-    let iters = env_u64("PRETEXT_FUZZ_ITERS", 20_000);
+    fuzz_inputs(
+        name,
+        corpus(name),
+        env_u64("PRETEXT_FUZZ_ITERS", 20_000),
+        &target,
+    );
+}
+
+/// Runs `target` on `inputs` and `iters` mutations of them.
+fn fuzz_inputs(name: &str, inputs: Vec<(String, Vec<u8>)>, iters: u64, target: &dyn Fn(&[u8])) {
     let mut rng = ChaCha8Rng::seed_from_u64(env_u64("PRETEXT_FUZZ_SEED", 1));
     // Panics of the Arrow reader that `read_stream` catches would flood the
     // output; any other panic is still shown.
@@ -255,6 +264,34 @@ fn the_batch_decoder_survives_its_corpus_and_mutations() {
 #[test]
 fn row_validation_survives_its_corpus_and_mutations() {
     fuzz("rows", targets::rows);
+}
+
+/// The pyarrow-written fixtures (`tests/fixtures/make_fixtures.py`).
+fn parquet_fixtures() -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), bytes)
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{} fixtures", files.len());
+    files
+}
+
+#[test]
+fn whole_parquet_files_survive_mutations() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("input.parquet");
+    // Files are slower than messages: a tenth of the iterations.
+    let iters = env_u64("PRETEXT_FUZZ_ITERS", 20_000) / 10;
+    fuzz_inputs("parquet_file", parquet_fixtures(), iters, &|data| {
+        targets::parquet_file(data, &scratch)
+    });
 }
 
 /// The seed batches: every task, with and without compression, a few shapes.

@@ -5,7 +5,11 @@
 //!
 //! One request per connection (`Connection: close`): scrapers and health
 //! probes open a connection per request anyway, and it keeps the server a
-//! few dozen lines without an HTTP framework.
+//! few dozen lines without an HTTP framework. A client gets a bounded time
+//! to send its request and to take the answer, and at most
+//! [`Limits::max_connections`] are served at once (the rest wait in the
+//! listen backlog), so clients that never read hold no task or descriptor
+//! for long.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,17 +17,36 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::error::OpsError;
 use crate::names;
 
-/// The longest a client may take to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request head read; longer ones are answered 431.
 const MAX_HEAD: usize = 8 * 1024;
+
+/// How long and how many clients the endpoint serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The longest a client may take to send its request head.
+    pub read_timeout: Duration,
+    /// The longest a client may take to take the response.
+    pub write_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            max_connections: 32,
+        }
+    }
+}
 
 /// The process's Prometheus recorder: installed by the first server started,
 /// shared by any later one (the `metrics` facade has one global recorder).
@@ -71,6 +94,15 @@ impl MetricsServer {
     /// metrics of [`names`], binds `addr` (port 0: any free port, see
     /// [`Self::local_addr`]) and serves on the current tokio runtime.
     pub async fn start(addr: SocketAddr, service: &str) -> Result<Self, OpsError> {
+        Self::start_with(addr, service, Limits::default()).await
+    }
+
+    /// [`Self::start`] with other [`Limits`].
+    pub async fn start_with(
+        addr: SocketAddr,
+        service: &str,
+        limits: Limits,
+    ) -> Result<Self, OpsError> {
         let handle = recorder(service)?;
         let listener = TcpListener::bind(addr)
             .await
@@ -80,7 +112,7 @@ impl MetricsServer {
             .map_err(|source| OpsError::Bind { addr, source })?;
         let health = Health::new();
         metrics::gauge!(names::UP).set(1.0);
-        let task = tokio::spawn(serve(listener, handle, health.clone()));
+        let task = tokio::spawn(serve(listener, handle, health.clone(), limits));
         tracing::info!(addr = %local, "serving /metrics and /healthz");
         Ok(Self {
             addr: local,
@@ -120,15 +152,21 @@ fn recorder(service: &str) -> Result<PrometheusHandle, OpsError> {
     Ok(RECORDER.get_or_init(|| handle).clone())
 }
 
-async fn serve(listener: TcpListener, handle: PrometheusHandle, health: Health) {
+async fn serve(listener: TcpListener, handle: PrometheusHandle, health: Health, limits: Limits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // A free slot first: past the cap, clients wait in the backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok((stream, _)) => {
                 let (handle, health) = (handle.clone(), health.clone());
                 tokio::spawn(async move {
-                    if let Err(err) = respond(stream, &handle, &health).await {
+                    if let Err(err) = respond(stream, &handle, &health, limits).await {
                         tracing::debug!(error = %err, "metrics request failed");
                     }
+                    drop(slot);
                 });
             }
             Err(err) => {
@@ -140,14 +178,15 @@ async fn serve(listener: TcpListener, handle: PrometheusHandle, health: Health) 
     }
 }
 
-/// Reads one request head and writes the response.
-async fn respond(
-    mut stream: TcpStream,
+/// Reads one request head and writes the response, each within its limit.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     handle: &PrometheusHandle,
     health: &Health,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
-    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+    let complete = tokio::time::timeout(limits.read_timeout, async {
         let mut buf = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() <= MAX_HEAD {
             let n = stream.read(&mut buf).await?;
@@ -172,8 +211,12 @@ async fn respond(
         reason(status),
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    tokio::time::timeout(limits.write_timeout, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "client did not read"))?
 }
 
 /// Status, content type and body for a request head.
@@ -288,6 +331,54 @@ mod tests {
         assert!(
             refused,
             "the endpoint still answers after the server was dropped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
+        let handle = recorder("test").unwrap();
+        // A 64-byte pipe: the response cannot be written unless read.
+        let (mut client, server) = tokio::io::duplex(64);
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let limits = Limits::default();
+        let t0 = tokio::time::Instant::now();
+        let err = respond(server, &handle, &Health::new(), limits)
+            .await
+            .expect_err("the write cannot finish");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(t0.elapsed() >= limits.write_timeout);
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_for_a_free_slot() {
+        let limits = Limits {
+            read_timeout: Duration::from_millis(300),
+            max_connections: 1,
+            ..Limits::default()
+        };
+        let server = MetricsServer::start_with("127.0.0.1:0".parse().unwrap(), "test", limits)
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        // One client holds the only slot and sends nothing.
+        let idle = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next is answered only once the idle one was closed (after
+        // the read timeout), never beside it.
+        assert_eq!(http_get(addr, "/healthz").await.unwrap().0, 200);
+        let mut buf = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(1), idle.readable())
+            .await
+            .expect("the idle connection is still open while the next was served")
+            .unwrap();
+        assert_eq!(
+            idle.try_read(&mut buf).unwrap(),
+            0,
+            "the idle connection was still open when the next was served"
         );
     }
 }

@@ -110,6 +110,28 @@ pub struct FinetuneConfig {
     /// features reach the head at their raw scale (default on).
     #[serde(default = "yes")]
     pub feature_norm: bool,
+    /// Set from outside to stop the run at its next step with
+    /// [`FinetuneError::Cancelled`](crate::FinetuneError::Cancelled) (the
+    /// scheduler sets it when it loses its lease). Not saved.
+    #[serde(skip)]
+    pub cancel: CancelFlag,
+}
+
+/// A shared stop flag (equal to every other: it is not a setting).
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    /// Whether the run was asked to stop.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for CancelFlag {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 fn yes() -> bool {
@@ -146,6 +168,7 @@ impl Default for FinetuneConfig {
             save_checkpoint: true,
             balanced_loss: true,
             feature_norm: true,
+            cancel: CancelFlag::default(),
         }
     }
 }

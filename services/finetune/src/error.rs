@@ -9,6 +9,9 @@ pub enum FinetuneError {
     /// A setting is out of range.
     #[error("invalid fine-tune config: {0}")]
     Config(String),
+    /// Stopped from outside (its [`CancelFlag`](crate::config::CancelFlag)).
+    #[error("fine-tuning was cancelled")]
+    Cancelled,
     /// An input file cannot be used.
     #[error(transparent)]
     Input(#[from] pretext_core::input::InputError),

@@ -43,7 +43,7 @@ pub mod probe_cache;
 pub mod train;
 
 pub use baselines::{Baseline, BaselineReport, run_baseline};
-pub use config::{FinetuneConfig, FinetuneDevice, Pretrained};
+pub use config::{CancelFlag, FinetuneConfig, FinetuneDevice, Pretrained};
 pub use data::{Example, LabeledData, stratified_subset};
 pub use error::FinetuneError;
 pub use metrics::{ClassMetrics, LengthBand, accuracy_by_length};

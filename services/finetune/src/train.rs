@@ -334,6 +334,9 @@ fn train_all(
             plan.config.train_crop,
             true,
         ) {
+            if plan.config.cancel.is_set() {
+                return Err(FinetuneError::Cancelled);
+            }
             let (tok, len, lab) = tensors(&b);
             let rows: Vec<i64> = b
                 .seq_ids
@@ -402,6 +405,9 @@ fn train_probe(
     let tokens: u64 = plan.subset.iter().map(|e| e.values.len() as u64).sum();
     let (mut loss_acc, mut loss_n) = (0.0, 0u64);
     for step in 1..=plan.total {
+        if plan.config.cancel.is_set() {
+            return Err(FinetuneError::Cancelled);
+        }
         let loss = weighted_loss(&model.logits_from_pooled(&x, true), &y, plan.weights)?;
         opt.zero_grad();
         loss.backward();

@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-use pretext_core::batch::{IpcCompression, MAX_MESSAGE_BYTES};
+use pretext_core::batch::IpcCompression;
 use pretext_core::bucket::BucketConfig;
 use pretext_core::split::Split;
 use pretext_core::task::{MaskConfig, Task};
 use pretext_core::validate::ValidationConfig;
+use pretext_mq::MAX_BODY_BYTES;
 use pretext_mq::TopologyConfig;
 use serde::{Deserialize, Serialize};
 
@@ -116,12 +117,14 @@ impl ProducerConfig {
         {
             return bad("the last bucket edge must cover --max-len");
         }
+        // The one limit a batch must fit: the publisher's (which is within
+        // what consumers decode, `MAX_MESSAGE_BYTES`; a test checks it).
         let largest = self.buckets.largest_batch_bytes();
-        if largest > MAX_MESSAGE_BYTES {
+        if largest > MAX_BODY_BYTES {
             return Err(ProducerError::Config(format!(
                 "--max-tokens {} makes batches of up to {largest} bytes, over the \
-                 {MAX_MESSAGE_BYTES}-byte message limit that consumers enforce (they would \
-                 dead-letter them); lower it",
+                 {MAX_BODY_BYTES}-byte message limit of the publisher (the batch would \
+                 be refused when published); lower it",
                 self.buckets.max_tokens
             )));
         }
@@ -163,5 +166,28 @@ mod tests {
         );
         cfg.buckets.max_tokens = 4_000_000;
         cfg.check().expect("4M tokens fit in 16 MiB");
+    }
+
+    #[test]
+    fn the_limit_checked_at_start_is_the_publishers() {
+        // Whatever is published can be decoded.
+        const { assert!(MAX_BODY_BYTES <= pretext_core::batch::MAX_MESSAGE_BYTES) };
+        // The largest budget whose batches the check lets through...
+        let mut cfg = config();
+        let (mut ok, mut over) = (1_000_000usize, 8_000_000usize);
+        while over - ok > 1 {
+            let mid = (ok + over) / 2;
+            cfg.buckets.max_tokens = mid;
+            if cfg.check().is_ok() {
+                ok = mid;
+            } else {
+                over = mid;
+            }
+        }
+        // ...makes batches the publisher takes, and one more token does not.
+        cfg.buckets.max_tokens = ok;
+        assert!(cfg.buckets.largest_batch_bytes() <= MAX_BODY_BYTES);
+        cfg.buckets.max_tokens = over;
+        assert!(cfg.buckets.largest_batch_bytes() > MAX_BODY_BYTES);
     }
 }

@@ -46,6 +46,8 @@ struct TaskContext {
     /// Turns true on shutdown: workers stop building and hand their task back.
     stop: watch::Receiver<bool>,
     plan: plan::Plan,
+    /// The plan's tasks by id: what a delivery on `{ns}.files` must be.
+    planned: std::collections::HashMap<String, FileTask>,
     transport: SharedTransport,
     topo: Topology,
     manifest: Mutex<ManifestWriter>,
@@ -71,6 +73,18 @@ async fn process(
             return Ok((publisher, None));
         }
     };
+    // Only a task of this run's plan is worked on: a forged one (any path
+    // the producer can read) or a stale one from another plan goes to the
+    // dead-letter queue unread.
+    if ctx.planned.get(&task.task_id) != Some(&task) {
+        let reason = format!(
+            "not a task of this run's plan: {} on {} (forged, or left from another run)",
+            task.task_id, task.file
+        );
+        tracing::warn!(%reason, "rejecting message on the files queue");
+        let _ = delivery.reject(&reason).await;
+        return Ok((publisher, None));
+    }
     let stop = ctx.stop.clone();
     let t0 = std::time::Instant::now();
     let Some(done) =
@@ -238,9 +252,15 @@ pub async fn run(
             source: e,
         }
     })?;
+    let planned = plan
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.clone(), t.clone()))
+        .collect();
     let shared = Arc::new(TaskContext {
         cfg: cfg.clone(),
         stop,
+        planned,
         plan,
         transport: transport.clone(),
         topo: topo.clone(),

@@ -281,3 +281,104 @@ async fn a_task_back_after_the_drain_is_done_and_none_is_done_twice() {
         "each batch in the queue once"
     );
 }
+
+/// A task that is not in the plan (here: a real Parquet file the plan never
+/// named, as a forger with publish rights would send) is dead-lettered
+/// with its reason and never read: no batch of that file is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_file_task_is_dead_lettered_unread() {
+    let transport: SharedTransport = Arc::new(MemoryTransport::new());
+    let dir = tempfile::tempdir().unwrap();
+    dataset(&dir.path().join("data"));
+    // Another dataset outside the producer's inputs: the forged target.
+    let secret = generate(
+        &SynthConfig {
+            sequences: 40,
+            min_len: 512,
+            max_len: 1024,
+            seed: 9,
+            rows_per_file: 40,
+            row_group_rows: 8,
+            ..Default::default()
+        },
+        &dir.path().join("secret"),
+    )
+    .unwrap();
+    let name = "forged";
+    let topo = Topology::new(name);
+    topo.declare(&*transport).await.unwrap();
+    let forged = pretext_core::control::FileTask {
+        task_id: "0:0:0".into(),
+        file: secret.files[0].display().to_string(),
+        row_groups: vec![0, 1, 2, 3, 4],
+        epoch: 0,
+    };
+    transport
+        .publish(&topo.files(), OutMessage::new("forged", forged.to_bytes()))
+        .await
+        .unwrap();
+    let cfg = quick_producer(dir.path(), name);
+    let summary = run(cfg, transport.clone(), std::future::pending())
+        .await
+        .unwrap();
+    let run_dir = dir.path().join("run");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary.tasks,
+        plan["tasks"].as_array().unwrap().len() as u64
+    );
+    // Every published row is one of the inputs': none of the secret file.
+    let secret_ids: std::collections::BTreeSet<String> = pretext_core::synth::SynthConfig {
+        sequences: 40,
+        min_len: 512,
+        max_len: 1024,
+        seed: 9,
+        rows_per_file: 40,
+        row_group_rows: 8,
+        ..Default::default()
+    }
+    .rows()
+    .unwrap()
+    .map(|r| r.id)
+    .collect();
+    let mut pretrain = transport
+        .consume(&topo.pretrain(), ConsumeOptions { prefetch: 64 })
+        .await
+        .unwrap();
+    let mut batches = 0;
+    while let Ok(Ok(Some(d))) =
+        tokio::time::timeout(std::time::Duration::from_millis(200), pretrain.next()).await
+    {
+        let b = pretext_core::batch::decode(d.body().to_vec())
+            .unwrap()
+            .to_batch();
+        for id in &b.seq_ids {
+            assert!(
+                !secret_ids.contains(id),
+                "row {id} of the forged file was published"
+            );
+        }
+        batches += 1;
+        d.ack().await.unwrap();
+    }
+    assert_eq!(batches, summary.batches);
+    // The forged task sits in the dead-letter queue with its reason.
+    let mut dead = transport
+        .consume(&topo.dead(), ConsumeOptions { prefetch: 8 })
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(std::time::Duration::from_secs(5), dead.next())
+        .await
+        .expect("the forged task was dead-lettered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.message_id(), "forged");
+    let reason = d
+        .headers()
+        .get(pretext_mq::message::header::REASON)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("not a task of this run's plan"), "{reason}");
+}

@@ -142,6 +142,8 @@ pub struct LeaseKeeper {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     lost: Arc<AtomicBool>,
+    /// Who took the lease over, once a renewal found it taken.
+    taken_by: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl LeaseKeeper {
@@ -150,6 +152,7 @@ impl LeaseKeeper {
         let (tx, rx) = mpsc::channel::<()>();
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
+        let (taken, taken_by) = tokio::sync::watch::channel(None);
         let every = Duration::from_secs((ttl_secs / 3).max(1) as u64);
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
@@ -158,8 +161,9 @@ impl LeaseKeeper {
                 match result {
                     Ok(()) => {}
                     Err(SchedulerError::LeaseLost { holder: other }) => {
-                        tracing::error!(%other, "the registry lease was taken over");
+                        tracing::error!(%other, "the registry lease was taken over: stopping the stage");
                         flag.store(true, Ordering::SeqCst);
+                        let _ = taken.send(Some(other));
                         return;
                     }
                     Err(e) => tracing::warn!(error = %e, "renewing the registry lease failed"),
@@ -170,12 +174,42 @@ impl LeaseKeeper {
             stop: Some(tx),
             thread: Some(thread),
             lost,
+            taken_by,
         }
     }
 
     /// Whether a renewal found the lease taken over.
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The flag set once the lease is found taken over (shared: hand it to
+    /// work that checks it, as fine-tuning's cancel flag).
+    pub fn lost_flag(&self) -> Arc<AtomicBool> {
+        self.lost.clone()
+    }
+
+    /// Who took the lease over, once it was.
+    pub fn lost_to(&self) -> Option<String> {
+        self.taken_by.borrow().clone()
+    }
+
+    /// Completes with [`SchedulerError::LeaseLost`] once a renewal finds
+    /// the lease taken over (never while it is held): race a stage against
+    /// it, so a scheduler that lost its lease stops working on the run.
+    pub fn lost_signal(&self) -> impl std::future::Future<Output = SchedulerError> + use<> {
+        let mut rx = self.taken_by.clone();
+        async move {
+            loop {
+                if let Some(holder) = rx.borrow_and_update().clone() {
+                    return SchedulerError::LeaseLost { holder };
+                }
+                if rx.changed().await.is_err() {
+                    // The keeper stopped with the lease held: never lost.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Stage<'a> {
     pub holder: &'a str,
     /// The run, as committed.
     pub run: &'a RunRecord,
+    /// Set when the lease is lost: long work stops at its next step.
+    pub cancel: pretext_finetune::CancelFlag,
 }
 
 impl Stage<'_> {
@@ -208,6 +210,7 @@ impl Stage<'_> {
             train_crop: self.cfg.train_crop,
             validation: self.cfg.validation,
             threads: Some(self.cfg.threads),
+            cancel: self.cancel.clone(),
             ..d
         };
         let report = pretext_finetune::run_on(&cfg, &data)?;

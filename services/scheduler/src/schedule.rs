@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::SchedulerConfig;
 use crate::error::SchedulerError;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Skipped};
 use crate::lease::{self, LeaseKeeper, RETRAIN_LEASE, new_holder, unix_now};
 use crate::registry::{FileRecord, Registry, RunRecord, Sighting, now_text};
 use crate::retrain::Stage;
@@ -30,6 +30,9 @@ pub struct TickReport {
     /// Inbox locations seen for the first time whose content was already
     /// registered (renamed or copied files): not trained on again.
     pub known_copies: Vec<Sighting>,
+    /// Inbox entries not registered, and why (links, unreadable files):
+    /// tried again on the next tick.
+    pub skipped: Vec<Skipped>,
     /// The run this tick worked on, as it ended.
     pub run: Option<RunRecord>,
     /// Set when the tick stopped early after this status (the test hook).
@@ -100,7 +103,7 @@ async fn lease_and_tick(
         unix_now(),
     )?;
     let keeper = LeaseKeeper::start(reg.path().to_path_buf(), holder.clone(), cfg.lease_secs);
-    let result = tick(cfg, &mut reg, &holder, stop).await;
+    let result = tick(cfg, &mut reg, &holder, stop, &keeper).await;
     drop(keeper);
     let stopped = matches!(&result, Ok(r) if r.stopped_after.is_some());
     // Stopped by the test hook: keep the lease, as a killed process would.
@@ -115,6 +118,7 @@ async fn tick(
     reg: &mut Registry,
     holder: &str,
     stop: &AtomicBool,
+    keeper: &LeaseKeeper,
 ) -> Result<TickReport, SchedulerError> {
     let mut report = register(cfg, reg).await?;
     let mut run = match reg.open_run()? {
@@ -144,8 +148,20 @@ async fn tick(
             reg: &mut *reg,
             holder,
             run: &run,
+            cancel: pretext_finetune::CancelFlag(keeper.lost_flag()),
         };
-        if let Err(e) = stage.advance().await {
+        // A lost lease ends the stage where it is: another scheduler now
+        // owns the run, and this one must not write to it any more.
+        let advanced = tokio::select! {
+            r = stage.advance() => r.map(|_| ()),
+            lost = keeper.lost_signal() => Err(lost),
+        };
+        if let Err(e) = advanced {
+            // Whatever stopped the stage, a lost lease is the reason.
+            let e = match keeper.lost_to() {
+                Some(holder) => SchedulerError::LeaseLost { holder },
+                None => e,
+            };
             if !matches!(e, SchedulerError::LeaseLost { .. }) {
                 reg.set_error(run.id, &e.to_string())?;
             }
@@ -175,14 +191,29 @@ async fn register(cfg: &SchedulerConfig, reg: &mut Registry) -> Result<TickRepor
     let store = work.join("files");
     let quarantine = work.join(pretext_core::input::QUARANTINE_DIR);
     let mut report = TickReport::default();
-    for entry in inbox.list().await? {
+    let listing = inbox.list().await?;
+    for s in &listing.skipped {
+        tracing::warn!(path = %s.location, reason = %s.reason, "inbox entry skipped");
+    }
+    report.skipped = listing.skipped;
+    for entry in listing.entries {
         let size = entry.size as i64;
         if let Some(hash) = reg.sighting(&entry.location, size, &entry.modified)?
             && reg.file(&hash)?.is_some()
         {
             continue;
         }
-        let (hash, stored) = inbox.fetch(&entry, &store).await?;
+        let (hash, stored) = match inbox.fetch(&entry, &store).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::warn!(path = %entry.location, reason = %e, "inbox entry skipped");
+                report.skipped.push(Skipped {
+                    location: entry.location.clone(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
         let sighting = Sighting {
             path: entry.location.clone(),
             size,

@@ -3,10 +3,12 @@
 //! ([`AppliedHistory`]) that makes redeliveries recognisable.
 //!
 //! Each checkpoint's `applied_batch_ids` are the batches applied since the
-//! previous checkpoint. Its [`TrainingState::earlier_applied`] carries the
-//! lists of all earlier checkpoints, by step, so old checkpoints can be
-//! pruned without forgetting what they applied. The history is the union
-//! over every complete checkpoint on disk.
+//! previous checkpoint. Once a checkpoint is durable its list is appended to
+//! the ledger `checkpoints/applied.jsonl` (one synced line per checkpoint),
+//! and only then are old checkpoints pruned: a checkpoint costs its own
+//! batches, however long the run. The history is the union of the ledger and
+//! every complete checkpoint on disk (and, from checkpoints written before
+//! the ledger, their [`TrainingState::earlier_applied`] copies).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,8 +38,10 @@ pub struct TrainingState {
     pub optimizer: AdamWConfig,
     /// Real (unpadded) tokens in the applied batches.
     pub tokens_seen: u64,
-    /// The applied batch ids of every earlier checkpoint, by its step.
-    #[serde(default)]
+    /// The applied batch ids of every earlier checkpoint, by its step, as
+    /// checkpoints written before the ledger carried them (read, no longer
+    /// written).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub earlier_applied: BTreeMap<u64, Vec<String>>,
 }
 
@@ -55,11 +59,109 @@ pub struct AppliedHistory {
     segments: BTreeMap<u64, BTreeSet<String>>,
 }
 
+/// The ledger of applied ids, in the checkpoint directory.
+pub const LEDGER_FILE: &str = "applied.jsonl";
+
+/// One line of the ledger: the ids a checkpoint applied.
+#[derive(Serialize, Deserialize)]
+struct LedgerLine {
+    step: u64,
+    ids: Vec<String>,
+}
+
+fn ledger_io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    let path = path.to_path_buf();
+    move |source| CheckpointError::Io { op, path, source }
+}
+
+/// Appends the segments `(step, ids)` to the ledger of `dir`, synced.
+pub fn append_ledger(dir: &Path, segments: &[(u64, &[String])]) -> Result<(), CheckpointError> {
+    let path = dir.join(LEDGER_FILE);
+    let lines = segments
+        .iter()
+        .map(|(step, ids)| {
+            serde_json::to_vec(&LedgerLine {
+                step: *step,
+                ids: ids.to_vec(),
+            })
+            .expect("ledger lines serialise")
+        })
+        .collect::<Vec<_>>();
+    let mut file = pretext_core::jsonl::open_append(&path).map_err(ledger_io("open", &path))?;
+    pretext_core::jsonl::append_synced(&mut file, &lines).map_err(ledger_io("append", &path))
+}
+
+/// The ledger's segments (a line that does not parse, a torn one, is not a
+/// confirmed segment: its checkpoint still holds it).
+fn read_ledger(dir: &Path) -> Result<Vec<(u64, Vec<String>)>, CheckpointError> {
+    use std::io::BufRead;
+    let path = dir.join(LEDGER_FILE);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ledger_io("open", &path)(e)),
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(ledger_io("read", &path))?;
+        if let Ok(l) = serde_json::from_str::<LedgerLine>(&line) {
+            out.push((l.step, l.ids));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a checkpoint of `state` into `dir`, appends its applied ids to the
+/// ledger, then keeps the newest `keep` checkpoints (all with 0).
+pub fn write_checkpoint(
+    dir: &Path,
+    vs: &pretext_model::tch::nn::VarStore,
+    optimizer: &pretext_model::AdamW,
+    state: &CheckpointState<TrainingState>,
+    keep: usize,
+) -> Result<PathBuf, CheckpointError> {
+    let path = pretext_model::save_checkpoint(dir, vs, optimizer, state)?;
+    append_ledger(dir, &[(state.step, &state.applied_batch_ids)])?;
+    if keep > 0 {
+        pretext_model::prune_checkpoints(dir, keep)?;
+    }
+    Ok(path)
+}
+
 impl AppliedHistory {
-    /// The history recorded by every complete checkpoint in `dir` (none if
-    /// `dir` does not exist).
+    /// Puts into the ledger of `dir` the segment of every checkpoint it
+    /// lacks (a crash between a checkpoint and its ledger line), before any
+    /// later checkpoint can prune it; returns how many. Called when a
+    /// trainer starts.
+    pub fn repair_ledger(dir: &Path) -> Result<usize, CheckpointError> {
+        if !dir.exists() {
+            return Ok(0);
+        }
+        let have: BTreeSet<u64> = read_ledger(dir)?.into_iter().map(|(s, _)| s).collect();
+        let mut missing = Vec::new();
+        for (step, path) in list_checkpoints(dir)? {
+            if !have.contains(&step) {
+                let state: CheckpointState<serde_json::Value> = read_checkpoint_state(&path)?;
+                missing.push((step, state.applied_batch_ids));
+            }
+        }
+        let segments: Vec<(u64, &[String])> = missing
+            .iter()
+            .map(|(s, ids)| (*s, ids.as_slice()))
+            .collect();
+        if !segments.is_empty() {
+            append_ledger(dir, &segments)?;
+        }
+        Ok(segments.len())
+    }
+
+    /// The history recorded by the ledger and every complete checkpoint in
+    /// `dir` (none if `dir` does not exist).
     pub fn load(dir: &Path) -> Result<Self, CheckpointError> {
         let mut history = Self::default();
+        for (step, ids) in read_ledger(dir)? {
+            history.add(step, ids);
+        }
         for (step, path) in list_checkpoints(dir)? {
             let state: CheckpointState<serde_json::Value> = read_checkpoint_state(&path)?;
             history.add(step, state.applied_batch_ids);
@@ -152,5 +254,84 @@ mod tests {
                 .earlier_applied
                 .is_empty()
         );
+    }
+
+    /// Checkpoints at steps 1..=n, each applying its own ids, written with
+    /// `write` (the ledger) or `save_checkpoint` alone (a crash before the
+    /// ledger line).
+    fn checkpoints(dir: &Path, steps: std::ops::RangeInclusive<u64>, ledger: bool, keep: usize) {
+        use pretext_model::{AdamW, ModelConfig, PretrainModel, tch::Device};
+        let cfg = ModelConfig {
+            width: 8,
+            depth: 1,
+            ..ModelConfig::default()
+        };
+        let model = PretrainModel::new(&cfg, Device::Cpu).unwrap();
+        let opt = AdamW::new(model.var_store(), AdamWConfig::default());
+        for step in steps {
+            let mut state = CheckpointState::new(
+                step,
+                cfg,
+                TrainingState {
+                    task: Task::Masked,
+                    seed: 0,
+                    optimizer: AdamWConfig::default(),
+                    tokens_seen: step,
+                    earlier_applied: BTreeMap::new(),
+                },
+            );
+            state.applied_batch_ids = vec![format!("b{step}a"), format!("b{step}b")];
+            if ledger {
+                write_checkpoint(dir, model.var_store(), &opt, &state, keep).unwrap();
+            } else {
+                pretext_model::save_checkpoint(dir, model.var_store(), &opt, &state).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn pruned_checkpoints_live_on_in_the_ledger_and_a_checkpoint_stays_small() {
+        let dir = tempfile::tempdir().unwrap();
+        checkpoints(dir.path(), 1..=5, true, 2);
+        assert_eq!(list_checkpoints(dir.path()).unwrap().len(), 2);
+        let h = AppliedHistory::load(dir.path()).unwrap();
+        assert_eq!(h.distinct().len(), 10, "every checkpoint's ids");
+        assert!(
+            h.applied_twice().is_empty(),
+            "a step in the ledger and on disk is one segment"
+        );
+        // The newest state.json holds its own ids only.
+        let (_, newest) = list_checkpoints(dir.path()).unwrap().pop().unwrap();
+        let state = std::fs::read_to_string(newest.join("state.json")).unwrap();
+        assert!(state.contains("b5a") && !state.contains("b4a"), "{state}");
+        assert!(!state.contains("earlier_applied"), "{state}");
+    }
+
+    #[test]
+    fn a_checkpoint_whose_ledger_line_was_lost_is_restored_before_it_is_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        checkpoints(dir.path(), 1..=2, true, 0);
+        // Step 3 is durable, then the process dies before its ledger line.
+        checkpoints(dir.path(), 3..=3, false, 0);
+        assert_eq!(AppliedHistory::repair_ledger(dir.path()).unwrap(), 1);
+        assert_eq!(AppliedHistory::repair_ledger(dir.path()).unwrap(), 0);
+        // Later checkpoints prune step 3: its ids are still known.
+        checkpoints(dir.path(), 4..=5, true, 1);
+        let h = AppliedHistory::load(dir.path()).unwrap();
+        assert!(h.distinct().contains("b3a"));
+        assert_eq!(h.distinct().len(), 10);
+        assert!(h.applied_twice().is_empty());
+        // A torn ledger line (a crash mid-append) is not a segment, and the
+        // next append starts on its own line.
+        let ledger = dir.path().join(LEDGER_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&ledger)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"step\":9,\"ids\":[\"b9").unwrap();
+        drop(f);
+        append_ledger(dir.path(), &[(6, &["b6a".to_string()])]).unwrap();
+        let h = AppliedHistory::load(dir.path()).unwrap();
+        assert!(h.distinct().contains("b6a") && !h.distinct().contains("b9"));
     }
 }

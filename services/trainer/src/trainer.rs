@@ -9,7 +9,7 @@
 
 mod parallel;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pretext_core::batch::{DecodedBatch, decode};
 use pretext_model::{
-    AdamW, CheckpointState, PretrainModel, latest_checkpoint, load_checkpoint, prune_checkpoints,
-    read_checkpoint_state, save_checkpoint,
+    AdamW, CheckpointState, PretrainModel, latest_checkpoint, load_checkpoint,
+    read_checkpoint_state,
 };
 use pretext_mq::{ConsumeOptions, Consumer, Delivery, SharedTransport, Topology};
 use pretext_ops::names;
@@ -115,6 +115,17 @@ pub async fn run_with_transport(
         Some(world) => Some(parallel::join(world, config.device.device()?).await?),
         None => None,
     };
+    // A crash between a checkpoint and its ledger line: the ledger gets the
+    // line now (rank 0 writes; the others only read).
+    if group.as_ref().is_none_or(|g| g.rank() == 0) {
+        let repaired = AppliedHistory::repair_ledger(&config.checkpoint_dir())?;
+        if repaired > 0 {
+            tracing::info!(
+                repaired,
+                "ledger lines of checkpoints written just before a crash restored"
+            );
+        }
+    }
     let history = AppliedHistory::load(&config.checkpoint_dir())?;
     let mut start = build_learner(&config)?;
     let dist = match (group, &config.world) {
@@ -626,14 +637,14 @@ impl Session {
         let dir = self.config.checkpoint_dir();
         let keep = self.config.keep_checkpoints;
         let (learner, saved) = tokio::task::spawn_blocking(move || {
-            let saved =
-                save_checkpoint(&dir, learner.model.var_store(), &learner.optimizer, &state)
-                    .and_then(|path| {
-                        if keep > 0 {
-                            prune_checkpoints(&dir, keep)?;
-                        }
-                        Ok((path, state.step))
-                    });
+            let saved = crate::checkpoints::write_checkpoint(
+                &dir,
+                learner.model.var_store(),
+                &learner.optimizer,
+                &state,
+                keep,
+            )
+            .map(|path| (path, state.step));
             (learner, saved)
         })
         .await
@@ -651,7 +662,8 @@ impl Session {
             seed: self.config.seed,
             optimizer: *learner.optimizer.config(),
             tokens_seen: self.tokens_seen,
-            earlier_applied: self.history.segments(),
+            // The ledger holds the earlier checkpoints' ids.
+            earlier_applied: BTreeMap::new(),
         };
         let mut state = CheckpointState::new(
             learner.optimizer.step_count(),

@@ -37,6 +37,9 @@ pub enum Bench {
     /// then deletes the namespace: lets another process publish more than
     /// the queue bound (for peak-memory runs of a producer on big inputs).
     Drain(DrainArgs),
+    /// One trainer checkpoint after N applied batches: the ledger against
+    /// copying every earlier id into `state.json`, side by side.
+    Checkpoint(super::bench_checkpoint::Args),
 }
 
 /// Arguments of `pretext bench drain`.
@@ -186,6 +189,7 @@ pub fn run(b: Bench) -> anyhow::Result<ExitCode> {
         Bench::Collective(a) => collective(a),
         Bench::Publish(a) => tokio::runtime::Runtime::new()?.block_on(publish(a)),
         Bench::Drain(a) => tokio::runtime::Runtime::new()?.block_on(drain_until_signal(a)),
+        Bench::Checkpoint(a) => super::bench_checkpoint::run(a),
     }
 }
 

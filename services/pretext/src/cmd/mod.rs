@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_checkpoint;
 pub mod demo;
 pub mod experiment;
 pub mod export;

@@ -177,6 +177,9 @@ fn print_report(r: &TickReport) {
             ),
         }
     }
+    for s in &r.skipped {
+        println!("skipped {}: {}", s.location, s.reason);
+    }
     for s in &r.known_copies {
         println!(
             "already registered: {} is a copy of {} (not trained on again)",

@@ -32,7 +32,7 @@ use pretext_core::batch::DecodedBatch;
 use pretext_dist::{Backend, DistError, GradBuckets, GroupOptions, ProcessGroup, digest};
 use pretext_model::checkpoint::checkpoint_dir_name;
 use pretext_model::tch::{Device, Tensor};
-use pretext_model::{ModelError, StepStats, prune_checkpoints, save_checkpoint};
+use pretext_model::{ModelError, StepStats};
 use pretext_mq::Consumer;
 
 use super::{Ready, Session, StopReason};
@@ -599,18 +599,13 @@ impl Session {
         let writer_dir = dir.clone();
         let (learner, saved, agreed) = tokio::task::spawn_blocking(move || {
             let saved = (rank == 0).then(|| {
-                save_checkpoint(
+                crate::checkpoints::write_checkpoint(
                     &writer_dir,
                     learner.model.var_store(),
                     &learner.optimizer,
                     &state,
+                    keep,
                 )
-                .and_then(|path| {
-                    if keep > 0 {
-                        prune_checkpoints(&writer_dir, keep)?;
-                    }
-                    Ok(path)
-                })
             });
             let agreed = (|| -> Result<(bool, String), DistError> {
                 // Rank 0 says whether its checkpoint is durable; the others
