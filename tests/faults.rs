@@ -5,7 +5,7 @@
 //! every published batch applied exactly once. The tests stop the broker and
 //! raise alarms, so they run one at a time and restore the broker even when
 //! they fail; run by hand under `flock -x /tmp/pretext-broker.lock`.
-//! Faults already covered elsewhere (README, "Reliability and security"):
+//! Faults already covered elsewhere (docs/reliability.md, "Reliability and security"):
 //! a killed trainer after a checkpoint (`trainer_broker`), a killed
 //! data-parallel rank (`dist_trainer`), a broker restart mid-publish and a
 //! full queue (`producer_broker`, `crates/mq/tests/rabbit.rs`).

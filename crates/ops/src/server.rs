@@ -142,13 +142,18 @@ fn recorder(service: &str) -> Result<PrometheusHandle, OpsError> {
     if let Some(handle) = RECORDER.get() {
         return Ok(handle.clone());
     }
+    // One installer at a time: a second server starting meanwhile waits and
+    // then shares the first one's handle instead of failing to install.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(handle) = RECORDER.get() {
+        return Ok(handle.clone());
+    }
     let handle = PrometheusBuilder::new()
         .add_global_label("service", service)
         .install_recorder()
         .map_err(|e| OpsError::Recorder(e.to_string()))?;
     names::describe();
-    // Two servers racing here: the loser's install failed above, so the
-    // winner's handle is the one stored.
     Ok(RECORDER.get_or_init(|| handle).clone())
 }
 
