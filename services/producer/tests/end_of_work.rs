@@ -291,19 +291,16 @@ async fn a_forged_file_task_is_dead_lettered_unread() {
     let dir = tempfile::tempdir().unwrap();
     dataset(&dir.path().join("data"));
     // Another dataset outside the producer's inputs: the forged target.
-    let secret = generate(
-        &SynthConfig {
-            sequences: 40,
-            min_len: 512,
-            max_len: 1024,
-            seed: 9,
-            rows_per_file: 40,
-            row_group_rows: 8,
-            ..Default::default()
-        },
-        &dir.path().join("secret"),
-    )
-    .unwrap();
+    let secret_cfg = SynthConfig {
+        sequences: 40,
+        min_len: 512,
+        max_len: 1024,
+        seed: 9,
+        rows_per_file: 40,
+        row_group_rows: 8,
+        ..Default::default()
+    };
+    let secret = generate(&secret_cfg, &dir.path().join("secret")).unwrap();
     let name = "forged";
     let topo = Topology::new(name);
     topo.declare(&*transport).await.unwrap();
@@ -329,19 +326,8 @@ async fn a_forged_file_task_is_dead_lettered_unread() {
         plan["tasks"].as_array().unwrap().len() as u64
     );
     // Every published row is one of the inputs': none of the secret file.
-    let secret_ids: std::collections::BTreeSet<String> = pretext_core::synth::SynthConfig {
-        sequences: 40,
-        min_len: 512,
-        max_len: 1024,
-        seed: 9,
-        rows_per_file: 40,
-        row_group_rows: 8,
-        ..Default::default()
-    }
-    .rows()
-    .unwrap()
-    .map(|r| r.id)
-    .collect();
+    let secret_ids: std::collections::BTreeSet<String> =
+        secret_cfg.rows().unwrap().map(|r| r.id).collect();
     let mut pretrain = transport
         .consume(&topo.pretrain(), ConsumeOptions { prefetch: 64 })
         .await
