@@ -10,3 +10,8 @@ file=$(ls -d bench/out/validate-*/part-00000.parquet | head -1)
 $py bench/build_bench.py "$bin" "$file"
 $py bench/publish_bench.py "$(dirname "$bin")" "$file"
 $py bench/train_bench.py "$bin" --threads 1
+# End to end through RabbitMQ against PyTorch DDP (needs the local broker):
+# 2,000 synthetic rows of 512..4096 steps (3.4M real tokens).
+data=bench/out/ddp-data
+[ -e "$data/part-00000.parquet" ] || "$bin" gen-data --out "$data" --sequences 2000 --max-len 4096 --rows-per-file 2000 --seed 11
+$py bench/ddp_bench.py "$(dirname "$bin")" "$data/part-00000.parquet"

@@ -508,8 +508,10 @@ fn each_role_may_touch_only_its_own_queues() {
         ),
         (
             "trainer",
-            vec!["pretext.pretrain", "pretext.control"],
-            vec!["pretext.files", "pretext.finetune", "pretext.dead"],
+            // The dead-letter stream: which batches never come (reading a
+            // stream takes nothing from it).
+            vec!["pretext.pretrain", "pretext.control", "pretext.dead"],
+            vec!["pretext.files", "pretext.finetune"],
         ),
         (
             "finetune",
@@ -518,8 +520,13 @@ fn each_role_may_touch_only_its_own_queues() {
         ),
         (
             "scheduler",
-            vec!["pretext.files", "pretext.pretrain", "pretext.control"],
-            vec!["pretext.dead"],
+            vec![
+                "pretext.files",
+                "pretext.pretrain",
+                "pretext.control",
+                "pretext.dead",
+            ],
+            vec![],
         ),
     ];
     for (user, reads, not_reads) in cases {

@@ -198,7 +198,7 @@ async fn two_ranks_match_one_process_on_the_union_of_their_batches() {
 
     assert_eq!(
         audit(run_dir),
-        serde_json::json!({"published": 16, "applied": 16, "missing": 0, "applied_twice": 0})
+        serde_json::json!({"published": 16, "applied": 16, "missing": 0, "applied_twice": 0, "dead": []})
     );
 
     // After every checkpoint both ranks hold identical parameters.
@@ -332,7 +332,7 @@ async fn uneven_data_ends_every_rank_cleanly() {
     }
     assert_eq!(
         audit(run_dir),
-        serde_json::json!({"published": 7, "applied": 7, "missing": 0, "applied_twice": 0})
+        serde_json::json!({"published": 7, "applied": 7, "missing": 0, "applied_twice": 0, "dead": []})
     );
     assert_eq!(
         transport.queue_depth(&topology.pretrain()).await.unwrap(),
@@ -478,7 +478,7 @@ async fn a_killed_rank_fails_the_other_and_a_restart_applies_every_batch_once() 
     }
     assert_eq!(
         audit(run_dir),
-        serde_json::json!({"published": 22, "applied": 22, "missing": 0, "applied_twice": 0})
+        serde_json::json!({"published": 22, "applied": 22, "missing": 0, "applied_twice": 0, "dead": []})
     );
     assert_eq!(
         transport.queue_depth(&topology.pretrain()).await.unwrap(),

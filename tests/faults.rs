@@ -95,7 +95,7 @@ async fn publish_first_task(url: &str, topology: &Topology, run_dir: &Path, n: u
     let transport = connect(url).await;
     topology.declare(&*transport).await.expect("declare");
     let data = support::batches(Task::Masked, "a", n);
-    support::publish_batches(&*transport, topology, &data).await;
+    support::publish_task_batches(&*transport, topology, "a", &data).await;
     support::manifest(run_dir, "a", &data);
     support::control(&*transport, topology, support::plan(Task::Masked, 2)).await;
     support::control(&*transport, topology, support::task_done("a", &data)).await;
@@ -106,7 +106,7 @@ async fn publish_first_task(url: &str, topology: &Topology, run_dir: &Path, n: u
 async fn publish_second_task(url: &str, topology: &Topology, run_dir: &Path, n: usize) {
     let transport = connect(url).await;
     let data = support::batches(Task::Masked, "b", n);
-    support::publish_batches(&*transport, topology, &data).await;
+    support::publish_task_batches(&*transport, topology, "b", &data).await;
     support::manifest(run_dir, "b", &data);
     support::control(&*transport, topology, support::task_done("b", &data)).await;
     transport.close().await.unwrap();
@@ -117,7 +117,7 @@ async fn publish_all(url: &str, topology: &Topology, run_dir: &Path, n: usize) {
     let transport = connect(url).await;
     topology.declare(&*transport).await.expect("declare");
     let data = support::batches(Task::Masked, "all", n);
-    support::publish_batches(&*transport, topology, &data).await;
+    support::publish_task_batches(&*transport, topology, "all", &data).await;
     support::manifest(run_dir, "all", &data);
     support::control(&*transport, topology, support::plan(Task::Masked, 1)).await;
     support::control(&*transport, topology, support::task_done("all", &data)).await;
@@ -225,7 +225,11 @@ async fn a_broker_restart_during_training_loses_and_repeats_nothing() {
     let run_dir = dir.path();
     let topology = Topology::new(support::unique_namespace("restart-train"));
     let mut cleanup = Cleanup::new(&url, &topology);
-    publish_all(&url, &topology, run_dir, 80).await;
+    // The first of two tasks only: the trainer cannot finish before the
+    // second is published after the restart, however fast it steps (a
+    // single task of 80 batches was sometimes done before `stop_app`
+    // returned).
+    publish_first_task(&url, &topology, run_dir, 40).await;
     let log = run_dir.join("train.log");
     let args = train_args(&url, topology.namespace(), run_dir, 5);
     let t = cleanup.keep(pretext(&args, &log).spawn().unwrap());
@@ -236,12 +240,13 @@ async fn a_broker_restart_during_training_loses_and_repeats_nothing() {
         let _stopped = StoppedBroker::stop();
         let during = steps_done(run_dir);
         assert!(
-            during < 80 && cleanup.children[t].try_wait().unwrap().is_none(),
-            "the restart must hit mid-training"
+            cleanup.children[t].try_wait().unwrap().is_none(),
+            "the trainer must still be running while the broker is down"
         );
         eprintln!("broker stopped after {during} steps");
         std::thread::sleep(Duration::from_secs(2));
     }
+    publish_second_task(&url, &topology, run_dir, 40).await;
     wait_success(&mut cleanup.children[t], &log);
     assert!(
         read(&log).contains("reconnecting"),
@@ -361,6 +366,104 @@ async fn a_poison_message_is_dead_lettered_at_the_delivery_limit_and_training_go
     let t = cleanup.keep(pretext(&args, &log).spawn().unwrap());
     wait_success(&mut cleanup.children[t], &log);
     assert_exactly_once(run_dir, 8);
+    transport.close().await.unwrap();
+    drop(cleanup);
+}
+
+/// Takes the first message of `{ns}.pretrain` and drops it unacked, as a
+/// consumer that crashes on it would, again and again: the broker
+/// dead-letters each head message at the delivery limit. Returns the ids of
+/// the first `n` that died, in order.
+async fn crash_until_dead(url: &str, topology: &Topology, n: usize) -> Vec<String> {
+    let limit = TopologyConfig::default().delivery_limit;
+    let mut deliveries = std::collections::HashMap::<String, u32>::new();
+    let (mut dead, mut head) = (Vec::new(), None::<String>);
+    while dead.len() < n {
+        let crashing = connect(url).await;
+        topology.declare(&*crashing).await.expect("declare");
+        let mut consumer = crashing
+            .consume(&topology.pretrain(), ConsumeOptions { prefetch: 1 })
+            .await
+            .unwrap();
+        let d = tokio::time::timeout(LIMIT, consumer.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        let id = d.message_id().to_owned();
+        drop((d, consumer));
+        crashing.close().await.unwrap();
+        let count = deliveries.entry(id.clone()).or_default();
+        *count += 1;
+        assert!(*count <= limit + 1, "{id} never dead-lettered");
+        // A new head: the previous one left the queue.
+        if let Some(previous) = head.replace(id.clone())
+            && previous != id
+        {
+            assert_eq!(
+                deliveries[&previous],
+                limit + 1,
+                "one delivery plus `limit` redeliveries"
+            );
+            dead.push(previous);
+        }
+    }
+    dead
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_dead_lettered_by_the_broker_ends_the_run_loudly_and_the_audit_names_it() {
+    let _lock = broker_lock().await;
+    let url = amqp_url();
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path();
+    let topology = Topology::new(support::unique_namespace("dead-batch"));
+    let mut cleanup = Cleanup::new(&url, &topology);
+    // A stray message that dies too: not a batch of the run, so it must not
+    // count toward its end.
+    let transport = connect(&url).await;
+    topology.declare(&*transport).await.expect("declare");
+    support::publish(
+        &*transport,
+        &topology.pretrain(),
+        OutMessage::new("stray", b"not a batch".to_vec()),
+    )
+    .await;
+    publish_all(&url, &topology, run_dir, 8).await;
+    // Then a real batch of the run crashes its consumers until the broker
+    // gives up on it.
+    let dead = crash_until_dead(&url, &topology, 2).await;
+    assert_eq!(dead[0], "stray");
+    let dead_id = dead[1].clone();
+
+    // Before the fix the trainer applied the other 7 and waited for the
+    // eighth forever; now it ends, with an error that names it.
+    let log = run_dir.join("train.log");
+    let args = train_args(&url, topology.namespace(), run_dir, 5);
+    let t = cleanup.keep(pretext(&args, &log).spawn().unwrap());
+    let status = wait_exit(&mut cleanup.children[t], &log);
+    let text = read(&log);
+    assert!(!status.success(), "the run ended quietly:\n{text}");
+    assert!(
+        text.contains(&dead_id) && text.contains(DELIVERY_LIMIT_REASON),
+        "the trainer's exit names the batch and why:\n{text}"
+    );
+    assert!(
+        !text.contains("stray ("),
+        "the stray message is not the run's:\n{text}"
+    );
+    assert_eq!(
+        audit(run_dir),
+        serde_json::json!({
+            "published": 8,
+            "applied": 7,
+            "missing": 1,
+            "applied_twice": 0,
+            "dead": [{"id": dead_id, "reason": DELIVERY_LIMIT_REASON}]
+        })
+    );
+    // The 7 are acked: the queue is empty, nothing is waiting for a trainer.
+    assert_eq!(depth(&transport, &topology.pretrain()), 0);
     transport.close().await.unwrap();
     drop(cleanup);
 }

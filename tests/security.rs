@@ -542,6 +542,102 @@ async fn each_role_may_do_only_its_part() {
     drop(vhost);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_login_can_neither_end_nor_feed_a_run() {
+    let _lock = broker_lock().await;
+    let n = nanos();
+    let vhost = TempVhost::new(&format!("pretext-trust-test-{}-{n}", std::process::id()));
+    let all = [".*", ".*", ".*"];
+    let (producer, intruder) = (
+        format!("pretext-trust-prod-{n}"),
+        format!("pretext-trust-x-{n}"),
+    );
+    // Both may write everywhere: the trust check, not the permissions, is
+    // what is tested.
+    let _users = [
+        TempUser::new(&producer, "prod-pw", &vhost.name, all),
+        TempUser::new(&intruder, "x-pw", &vhost.name, all),
+    ];
+    let url = |user: &str, pw: &str| format!("amqp://{user}:{pw}@127.0.0.1:5672/{}", vhost.name);
+    let (producer_url, intruder_url) = (url(&producer, "prod-pw"), url(&intruder, "x-pw"));
+
+    // The broker refuses a message that claims another login.
+    let raw = Connection::connect(&intruder_url, ConnectionProperties::default())
+        .await
+        .expect("the intruder logs in");
+    let channel = raw.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let spoofed = async {
+        channel
+            .basic_publish(
+                "".into(),
+                "anything".into(),
+                BasicPublishOptions::default(),
+                b"spoofed",
+                BasicProperties::default().with_user_id(producer.as_str().into()),
+            )
+            .await?
+            .await?;
+        channel
+            .queue_declare(
+                "anything".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(drop)
+    }
+    .await;
+    let err = spoofed.expect_err("a spoofed user_id was accepted");
+    assert!(err.to_string().contains("PRECONDITION_FAILED"), "{err}");
+    let _ = raw.close(200, "done".into()).await;
+
+    // The intruder slips a batch of its own in first; then the producer's
+    // run, 6 batches of one task; then the intruder says that task published
+    // 2 batches (a trainer that believed it would stop after 2).
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path();
+    let topology = Topology::new("pretext");
+    let forged = connect(&intruder_url).await;
+    topology.declare(&*forged).await.expect("declare");
+    let extra = support::batches(pretext_core::task::Task::Masked, "forged", 1);
+    support::publish_task_batches(&*forged, &topology, "all", &extra).await;
+    let real = connect(&producer_url).await;
+    let data = support::batches(pretext_core::task::Task::Masked, "all", 6);
+    support::publish_task_batches(&*real, &topology, "all", &data).await;
+    support::manifest(run_dir, "all", &data);
+    support::control(
+        &*real,
+        &topology,
+        support::plan(pretext_core::task::Task::Masked, 1),
+    )
+    .await;
+    support::control(&*real, &topology, support::task_done("all", &data)).await;
+    real.close().await.unwrap();
+    support::control(&*forged, &topology, support::task_done("all", &data[..2])).await;
+    forged.close().await.unwrap();
+
+    let log = run_dir.join("train.log");
+    let mut args = train_args(&producer_url, topology.namespace(), run_dir, 4);
+    args.extend(["--trusted-publishers".into(), producer.clone()]);
+    let mut child = pretext(&args, &log).spawn().unwrap();
+    wait_success(&mut child, &log);
+    let text = read(&log);
+    assert!(
+        text.contains("ignoring a control message from an untrusted publisher"),
+        "{text}"
+    );
+    assert!(text.contains("not one of the trusted publishers"), "{text}");
+    assert_exactly_once(run_dir, 6);
+    drop(vhost);
+}
+
 /// A pickle that runs `touch MARKER` when unpickled (protocol 2).
 fn malicious_pickle(marker: &Path) -> Vec<u8> {
     let mut pickle = b"\x80\x02cposix\nsystem\n(S'touch ".to_vec();

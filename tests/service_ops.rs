@@ -231,7 +231,7 @@ async fn trainer_metrics_move_with_the_data_and_sigterm_then_restart_loses_nothi
     trainer.expect_success("at the end of the data");
     assert_eq!(
         audit(run_dir),
-        serde_json::json!({"published": 12, "applied": 12, "missing": 0, "applied_twice": 0})
+        serde_json::json!({"published": 12, "applied": 12, "missing": 0, "applied_twice": 0, "dead": []})
     );
     transport.close().await.unwrap();
 }

@@ -141,7 +141,7 @@ async fn killed_mid_run_and_restarted_applies_every_batch_exactly_once() {
         serde_json::from_slice(&out.stdout).expect("audit --json prints JSON");
     assert_eq!(
         report,
-        serde_json::json!({"published": 24, "applied": 24, "missing": 0, "applied_twice": 0})
+        serde_json::json!({"published": 24, "applied": 24, "missing": 0, "applied_twice": 0, "dead": []})
     );
 
     // One step per batch: the redelivered steps 11 and 12 were redone once,

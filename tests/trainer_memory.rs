@@ -93,7 +93,8 @@ async fn applies_every_batch_once_ends_on_its_own_and_dead_letters_bad_messages(
             published: 10,
             applied: 10,
             missing: 0,
-            applied_twice: 0
+            applied_twice: 0,
+            dead: Vec::new(),
         }
     );
 
@@ -250,7 +251,8 @@ async fn a_run_stopped_and_resumed_equals_a_straight_run() {
             published: 2 * N as u64,
             applied: 2 * N as u64,
             missing: 0,
-            applied_twice: 0
+            applied_twice: 0,
+            dead: Vec::new(),
         }
     );
 
@@ -307,7 +309,64 @@ async fn a_prefetch_smaller_than_the_checkpoint_interval_forces_checkpoints_inst
             published: 5,
             applied: 5,
             missing: 0,
-            applied_twice: 0
+            applied_twice: 0,
+            dead: Vec::new(),
         }
+    );
+}
+
+/// A batch of the run that a trainer rejects (here: built for another task)
+/// never arrives: the run used to wait for it forever. Now it ends once
+/// every other batch is applied, with an error naming the batch and why,
+/// and the audit lists it. A stray message that dies too is not the run's
+/// and does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_of_the_run_ends_it_with_an_error_that_names_it() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let (transport, topology) = declared("dead-batch").await;
+    let t: &dyn Transport = &*transport;
+    let good = batches(Task::Masked, "m", 5);
+    let wrong = batches(Task::Next, "wrong-task", 1);
+    let all: Vec<Batch> = good.iter().chain(&wrong).cloned().collect();
+    publish_task_batches(t, &topology, "t0", &good[..2]).await;
+    publish(
+        t,
+        &topology.pretrain(),
+        OutMessage::new("stray", b"not arrow".to_vec()),
+    )
+    .await;
+    publish_task_batches(t, &topology, "t0", &wrong).await;
+    publish_task_batches(t, &topology, "t0", &good[2..]).await;
+    manifest(run_dir.path(), "t0", &all);
+    control(t, &topology, plan(Task::Masked, 1)).await;
+    control(t, &topology, task_done("t0", &all)).await;
+
+    let config = tiny_config(topology.namespace(), run_dir.path(), 2);
+    let err = tokio::time::timeout(
+        STEP,
+        run_with_transport(config, transport.clone(), pending()),
+    )
+    .await
+    .expect("the run waited for the dead batch")
+    .expect_err("the run ended quietly without a batch");
+    let dead_id = wrong[0].message_id();
+    let text = err.to_string();
+    assert!(
+        text.contains(&dead_id) && text.contains("does not match this trainer's task"),
+        "{text}"
+    );
+    assert!(!text.contains("stray"), "{text}");
+    let report = audit(run_dir.path()).unwrap();
+    assert_eq!(
+        (report.published, report.applied, report.missing),
+        (6, 5, 1)
+    );
+    assert_eq!(report.dead.len(), 1, "{report:?}");
+    assert_eq!(report.dead[0].id, dead_id);
+    assert!(report.dead[0].reason.contains("task"), "{report:?}");
+    // Every applied batch is acked: nothing waits in the queue.
+    assert_eq!(
+        transport.queue_depth(&topology.pretrain()).await.unwrap(),
+        0
     );
 }

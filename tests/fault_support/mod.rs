@@ -246,12 +246,12 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Waits for `child` to exit by itself and checks it succeeded.
-pub fn wait_success(child: &mut Child, log: &Path) {
+/// Waits (at most [`LIMIT`]) for `child` to exit by itself.
+pub fn wait_exit(child: &mut Child, log: &Path) -> ExitStatus {
     let start = Instant::now();
-    let status: ExitStatus = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status;
         }
         assert!(
             start.elapsed() < LIMIT,
@@ -260,7 +260,12 @@ pub fn wait_success(child: &mut Child, log: &Path) {
             read(log)
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+}
+
+/// Waits for `child` to exit by itself and checks it succeeded.
+pub fn wait_success(child: &mut Child, log: &Path) {
+    let status = wait_exit(child, log);
     assert!(
         status.success(),
         "{} failed ({status}):\n{}",
@@ -298,7 +303,8 @@ pub fn assert_exactly_once(run_dir: &Path, published: u64) {
             "published": published,
             "applied": published,
             "missing": 0,
-            "applied_twice": 0
+            "applied_twice": 0,
+            "dead": []
         }),
         "audit of {}",
         run_dir.display()

@@ -84,6 +84,19 @@ pub async fn publish_batches(transport: &dyn Transport, topology: &Topology, bat
     }
 }
 
+/// Publishes `batches` as file task `task_id` would, with its header.
+pub async fn publish_task_batches(
+    transport: &dyn Transport,
+    topology: &Topology,
+    task_id: &str,
+    batches: &[Batch],
+) {
+    for b in batches {
+        let msg = batch_message(b).with_header(batch::header::FILE_TASK, task_id);
+        publish(transport, &topology.pretrain(), msg).await;
+    }
+}
+
 /// Publishes one message, failing the test on error or timeout.
 pub async fn publish(transport: &dyn Transport, queue: &str, msg: OutMessage) {
     tokio::time::timeout(STEP, transport.publish(queue, msg))

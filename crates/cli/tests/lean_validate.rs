@@ -62,3 +62,28 @@ fn it_reports_rows_and_exits_2_on_an_unreadable_file() {
         "{err}"
     );
 }
+
+/// The file a fuzz run found: its `id` column's dictionary page declares
+/// about 700 million values in a few bytes. The parquet crate's Arrow
+/// reader reserved 5.68 GB for them; under a 1 GiB address-space limit
+/// that aborted the process. Now the page is refused before that reader
+/// sees it: exit 2 with the reason, inside the limit.
+#[test]
+fn a_dictionary_page_that_declares_too_many_values_is_refused_within_1_gib() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/findings/parquet-dictionary-num-values.parquet");
+    assert!(file.exists(), "{}", file.display());
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 1048576 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_pretext-validate"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("dictionary page declares"),
+        "the reason is the page count: {err}"
+    );
+}

@@ -69,6 +69,11 @@ pub mod header {
     pub const REAL_TOKENS: &str = "pretext-real-tokens";
     /// Padding tokens.
     pub const PADDED_TOKENS: &str = "pretext-padded-tokens";
+    /// The file task that published the batch (set by the producer, kept
+    /// on a dead letter): a trainer counts a dead batch toward the end of
+    /// the data only if it belongs to a task the control stream reported
+    /// done, so a stray message in the queue cannot end a run early.
+    pub const FILE_TASK: &str = "pretext-file-task";
 }
 
 /// One row going into a batch.

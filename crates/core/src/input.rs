@@ -399,6 +399,12 @@ impl Rows {
             fast = plan.is_some(),
             "values column decoder chosen (fast: pretext_core::listcol; else the Arrow reader)"
         );
+        // The Arrow reader's columns, checked before it sizes anything from
+        // their pages (the fast decoder checks its own).
+        let fast = plan.is_some();
+        crate::pagecheck::check_pages(&Arc::new(File::open(path)?), &meta, &groups, |root| {
+            !(fast && root == col)
+        })?;
         let values = match plan {
             Some(plan) => {
                 let others = (0..schema.fields().len()).filter(|&i| i != col);
@@ -488,7 +494,14 @@ pub fn duplicate_ids(path: &Path, ids: &mut IdRegistry) -> Result<IdPass, InputE
     let row_groups = (0..md.num_row_groups())
         .map(|g| md.row_group(g).num_rows() as u64)
         .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [layout.id_column()]);
+    let id_col = layout.id_column();
+    let groups: Vec<usize> = (0..md.num_row_groups()).collect();
+    let file = Arc::new(File::open(path).map_err(|e| InputError::Io {
+        path: path.into(),
+        source: e,
+    })?);
+    crate::pagecheck::check_pages(&file, md, &groups, |root| root == id_col).map_err(pq)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [id_col]);
     let reader = builder
         .with_projection(mask)
         .with_batch_size(8192)

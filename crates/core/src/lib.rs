@@ -31,6 +31,7 @@ pub mod ipc_limit;
 pub mod jsonl;
 pub mod listcol;
 pub mod manifest;
+pub mod pagecheck;
 pub mod report;
 pub mod sample;
 pub mod split;

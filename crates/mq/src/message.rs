@@ -22,6 +22,9 @@ pub mod header {
     pub const FIRST_DEATH_QUEUE: &str = "x-first-death-queue";
     /// The offset of a message in a stream.
     pub const STREAM_OFFSET: &str = "x-stream-offset";
+    /// On a rejected copy: the validated login of the original's publisher
+    /// (the copy's own `user_id` is the rejecting consumer's).
+    pub const ORIGINAL_USER: &str = "x-pretext-original-user";
 }
 
 /// The reason the broker records when a message exceeded `x-delivery-limit`.
@@ -200,6 +203,7 @@ pub struct Delivery {
     headers: Headers,
     redelivered: bool,
     queue: String,
+    user_id: Option<String>,
     settle: Box<dyn Settle>,
 }
 
@@ -217,8 +221,32 @@ impl Delivery {
             headers: message.headers,
             redelivered,
             queue,
+            user_id: None,
             settle,
         }
+    }
+
+    /// Sets who published it, as the broker validated it.
+    pub(crate) fn with_user_id(mut self, user_id: Option<String>) -> Self {
+        self.user_id = user_id;
+        self
+    }
+
+    /// The login of the publisher, as RabbitMQ validated it (a `user_id`
+    /// that is not the publisher's own login is refused, and the RabbitMQ
+    /// transport sets it on every message); `None` on the in-process
+    /// transport or from a client that set none.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// Who published the message first: for a rejected copy in a
+    /// dead-letter queue the original's publisher, otherwise [`user_id`](Self::user_id).
+    pub fn original_publisher(&self) -> Option<&str> {
+        self.headers
+            .get(header::ORIGINAL_USER)
+            .and_then(HeaderValue::as_str)
+            .or(self.user_id())
     }
 
     /// The payload.
@@ -272,6 +300,15 @@ impl Delivery {
             .and_then(HeaderValue::as_str)
     }
 
+    /// The queue a message in a dead-letter queue died in: the one it was
+    /// rejected from, or the one the broker dead-lettered it from.
+    pub fn dead_letter_origin(&self) -> Option<&str> {
+        self.headers
+            .get(header::ORIGINAL_QUEUE)
+            .or_else(|| self.headers.get(header::FIRST_DEATH_QUEUE))
+            .and_then(HeaderValue::as_str)
+    }
+
     fn int_header(&self, name: &str) -> Option<u64> {
         self.headers
             .get(name)
@@ -310,6 +347,10 @@ impl Delivery {
             header::ORIGINAL_QUEUE.to_owned(),
             self.queue.as_str().into(),
         );
+        match self.user_id {
+            Some(user) => headers.insert(header::ORIGINAL_USER.to_owned(), user.into()),
+            None => headers.remove(header::ORIGINAL_USER),
+        };
         let copy = OutMessage {
             body: self.body,
             message_id: self.message_id,

@@ -17,15 +17,20 @@ pub struct TopologyConfig {
     /// `x-delivery-limit`: a message returned more often than this (by nacks
     /// or by consumers that died holding it) goes to `{ns}.dead`.
     pub delivery_limit: u32,
+    /// Retention (`x-max-length-bytes`) of the `{ns}.dead` stream: past it
+    /// the oldest dead letters are dropped, a segment at a time.
+    pub dead_max_length_bytes: u64,
 }
 
 impl Default for TopologyConfig {
-    /// 2 GiB per batch queue, 256 MiB of file tasks, delivery limit 5.
+    /// 2 GiB per batch queue, 256 MiB of file tasks, delivery limit 5,
+    /// 1 GiB of dead letters.
     fn default() -> Self {
         Self {
             batch_max_length_bytes: 2 * 1024 * 1024 * 1024,
             files_max_length_bytes: 256 * 1024 * 1024,
             delivery_limit: 5,
+            dead_max_length_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -42,7 +47,9 @@ pub enum QueueRole {
     /// End-of-data and other control messages, a stream every rank reads
     /// from its first message.
     Control,
-    /// Dead-lettered and rejected messages.
+    /// Dead-lettered and rejected messages: a stream, so that every trainer
+    /// (and an operator) reads every dead letter from the first one without
+    /// taking it from the others.
     Dead,
 }
 
@@ -247,7 +254,9 @@ impl Topology {
             }
             QueueRole::Files => bounded(self.config.files_max_length_bytes),
             QueueRole::Control => QueueSpec::stream(name),
-            QueueRole::Dead => QueueSpec::quorum(name),
+            QueueRole::Dead => {
+                QueueSpec::stream(name).with_max_length_bytes(self.config.dead_max_length_bytes)
+            }
         }
     }
 
@@ -299,6 +308,7 @@ mod tests {
         );
         assert_eq!(topology.spec(QueueRole::Control).kind, QueueKind::Stream);
         assert_eq!(topology.spec(QueueRole::Dead).dead_letter, None);
+        assert_eq!(topology.spec(QueueRole::Dead).kind, QueueKind::Stream);
         assert!(topology.spec(QueueRole::Files).dead_letter.is_some());
     }
 

@@ -65,6 +65,14 @@ impl AmqpUrl {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The login the client library uses (`guest` when the URL names none).
+    pub(crate) fn username(&self) -> String {
+        self.0
+            .parse::<lapin::uri::AMQPUri>()
+            .map(|u| u.authority.userinfo.username)
+            .unwrap_or_else(|_| "guest".to_owned())
+    }
 }
 
 impl fmt::Display for AmqpUrl {

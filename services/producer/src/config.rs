@@ -51,9 +51,6 @@ pub struct ProducerConfig {
     /// empty. When it is, the producer stops taking tasks (the consumer is
     /// cancelled), does the ones the broker had already sent it, and stops.
     pub idle_check_ms: u64,
-    /// Seconds after which a plan claim that stopped being refreshed is
-    /// taken over (its producer died while planning).
-    pub stale_claim_secs: u64,
     /// Seconds a shutdown (SIGTERM) waits for the tasks in hand to stop
     /// cleanly (building stops, confirms of what was sent are awaited, the
     /// task goes back to the queue) before abandoning them outright.
@@ -89,7 +86,6 @@ impl ProducerConfig {
             task_rows: 512,
             concurrency: 2,
             idle_check_ms: 100,
-            stale_claim_secs: 30,
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }

@@ -2,14 +2,15 @@
 //! column of every file (each file's schema checked, ids that repeat across
 //! the dataset found; only the ids are decoded), the file tasks put on
 //! `{ns}.files`, and the `Plan` message on the control stream. Whichever
-//! producer claims `plan.lock` makes it; the others wait for `plan.json`.
+//! producer holds the lock on `plan.lock` makes it; the others wait for
+//! `plan.json`.
 //! Validating rows, counting and quarantining rejections is the work of the
 //! tasks of epoch 0, which decode the values anyway.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use pretext_core::control::{ControlMessage, FileTask};
 use pretext_core::input::{discover, duplicate_ids};
@@ -59,62 +60,46 @@ pub async fn ensure_plan(
                 source: e.into(),
             });
         }
-        match OpenOptions::new()
+        // The claim is an exclusive lock on `plan.lock`, not the file's
+        // existence: the kernel drops it when its holder dies, so a crashed
+        // planner's claim is free at once, and a live one's (however slow)
+        // is never taken over. Two producers cannot both hold it.
+        let lock = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .open(&lock_path)
-        {
-            Ok(lock) => {
-                return make_and_publish(cfg, transport, topo, lock, &lock_path, &plan_path).await;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if claim_is_stale(&lock_path, cfg.stale_claim_secs) {
-                    tracing::warn!(lock = %lock_path.display(), "taking over a stale plan claim");
-                    let _ = std::fs::remove_file(&lock_path);
+            .map_err(run_dir_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {
+                // The previous holder may have finished since the check.
+                if plan_path.exists() {
                     continue;
                 }
+                return make_and_publish(cfg, transport, topo, lock, &plan_path).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                drop(lock);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(run_dir_err(&lock_path)(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(run_dir_err(&lock_path)(e)),
         }
     }
-}
-
-fn claim_is_stale(lock: &Path, secs: u64) -> bool {
-    let age = std::fs::metadata(lock)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok());
-    age.is_some_and(|a| a > Duration::from_secs(secs))
 }
 
 async fn make_and_publish(
     cfg: &ProducerConfig,
     transport: &SharedTransport,
     topo: &Topology,
-    lock: File,
-    lock_path: &Path,
+    // Held (locked) until the plan is out; dropping it releases the claim.
+    _claim: File,
     plan_path: &Path,
 ) -> Result<Plan, ProducerError> {
-    // Keep the claim fresh while planning, so peers do not take it over.
-    let heartbeat = tokio::spawn(async move {
-        loop {
-            let _ = lock.set_modified(SystemTime::now());
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
     let c = cfg.clone();
     let plan = tokio::task::spawn_blocking(move || make_plan(&c))
         .await
         .map_err(|e| ProducerError::Config(format!("planning thread failed: {e}")))?;
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => {
-            heartbeat.abort();
-            let _ = std::fs::remove_file(lock_path);
-            return Err(e);
-        }
-    };
+    let plan = plan?;
     // Through one confirm window: a round trip for the lot, not one a task.
     let mut files = transport.publisher(&topo.files()).await?;
     for t in &plan.tasks {
@@ -142,7 +127,6 @@ async fn make_and_publish(
         .and_then(|f| f.sync_all())
         .map_err(run_dir_err(&tmp))?;
     std::fs::rename(&tmp, plan_path).map_err(run_dir_err(plan_path))?;
-    heartbeat.abort();
     tracing::info!(
         tasks = plan.tasks.len(),
         rows = plan.rows,

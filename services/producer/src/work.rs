@@ -104,7 +104,12 @@ pub async fn run_task(
                 None => break,
             },
         };
-        let mut msg = OutMessage::new(b.id.clone(), b.bytes).with_content_type(CONTENT_TYPE);
+        let mut msg = OutMessage::new(b.id.clone(), b.bytes)
+            .with_content_type(CONTENT_TYPE)
+            .with_header(
+                pretext_core::batch::header::FILE_TASK,
+                task.task_id.as_str(),
+            );
         for (k, v) in b.headers {
             msg = match v {
                 HeaderValue::Str(s) => msg.with_header(k, s),

@@ -1,5 +1,6 @@
 //! The exactly-once audit of a run: the producers' manifests joined with the
-//! applied ids of every checkpoint.
+//! applied ids of every checkpoint, and the batches that went to the
+//! dead-letter queue instead.
 
 use std::path::Path;
 
@@ -7,11 +8,12 @@ use pretext_core::manifest::{manifest_dir, read_manifests};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoints::{AppliedHistory, checkpoint_dir};
+use crate::dead::{DeadBatch, read_dead};
 use crate::error::TrainError;
 
 /// What `pretext audit` reports. The contract holds when `missing` and
 /// `applied_twice` are 0 and `applied == published`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
     /// Distinct batches the producers' manifests record as published.
     pub published: u64,
@@ -21,6 +23,9 @@ pub struct AuditReport {
     pub missing: u64,
     /// Batch ids in the applied lists of two (or more) checkpoints.
     pub applied_twice: u64,
+    /// Batches the trainer found in the dead-letter queue when the data
+    /// ended, never applied (counted in `missing` when published), with why.
+    pub dead: Vec<DeadBatch>,
 }
 
 /// Audits `run_dir`: manifests from `RUN_DIR/manifests/`, checkpoints from
@@ -30,6 +35,10 @@ pub fn audit(run_dir: &Path) -> Result<AuditReport, TrainError> {
         .map_err(TrainError::io("read manifests in", manifest_dir(run_dir)))?;
     let history = AppliedHistory::load(&checkpoint_dir(run_dir))?;
     let applied = history.distinct();
+    let dead = read_dead(&checkpoint_dir(run_dir))?
+        .into_iter()
+        .filter(|d| !applied.contains(d.id.as_str()))
+        .collect();
     let missing = published
         .keys()
         .filter(|id| !applied.contains(id.as_str()))
@@ -39,5 +48,6 @@ pub fn audit(run_dir: &Path) -> Result<AuditReport, TrainError> {
         applied: applied.len() as u64,
         missing: missing as u64,
         applied_twice: history.applied_twice().len() as u64,
+        dead,
     })
 }

@@ -198,6 +198,13 @@ pub struct TrainerConfig {
     pub optimizer: AdamWConfig,
     /// RabbitMQ connection settings.
     pub rabbit: RabbitConfig,
+    /// Broker logins whose messages the trainer believes: batches, control
+    /// messages and dead letters published by anyone else are refused (a
+    /// batch is rejected to the dead-letter queue, the others ignored), so
+    /// that a role that may write to a queue cannot end or steer a run. The
+    /// broker validates the login each message carries. Empty (the default)
+    /// trusts every publisher, as the in-process transport must.
+    pub trusted_publishers: Vec<String>,
     /// Queue bounds; must match what producers declared.
     pub topology: TopologyConfig,
     /// Draw a progress bar on stderr (the binary sets it when stderr is a
@@ -227,6 +234,7 @@ impl Default for TrainerConfig {
             model: ModelConfig::default(),
             optimizer: AdamWConfig::default(),
             rabbit: RabbitConfig::default(),
+            trusted_publishers: Vec::new(),
             topology: TopologyConfig::default(),
             progress: false,
             world: None,
@@ -235,6 +243,11 @@ impl Default for TrainerConfig {
 }
 
 impl TrainerConfig {
+    /// Whether a message published by `user` is believed.
+    pub fn trusts(&self, user: Option<&str>) -> bool {
+        trusts(&self.trusted_publishers, user)
+    }
+
     /// The prefetch actually used.
     pub fn effective_prefetch(&self) -> u16 {
         self.prefetch.unwrap_or_else(|| {
@@ -298,6 +311,11 @@ pub fn direction_for(task: Task) -> Direction {
         Task::Next => Direction::Causal,
         Task::Masked | Task::Classify => Direction::Bidirectional,
     }
+}
+
+/// Whether `trusted` (empty: everyone) includes `user`.
+pub(crate) fn trusts(trusted: &[String], user: Option<&str>) -> bool {
+    trusted.is_empty() || user.is_some_and(|u| trusted.iter().any(|t| t == u))
 }
 
 #[cfg(test)]

@@ -65,6 +65,25 @@ pub enum TrainError {
         /// The step of the checkpoint.
         step: u64,
     },
+    /// Every planned task is done and every batch is applied, except these,
+    /// which went to the dead-letter queue (rejected by a trainer, or
+    /// dead-lettered by the broker at the delivery limit). The run is
+    /// checkpointed and acked; they are recorded in `checkpoints/dead.jsonl`
+    /// for `pretext audit`. Inspect `queue`, fix the cause, and publish them
+    /// again (or accept the loss).
+    #[error(
+        "the data ended with {} batch(es) in the dead-letter queue `{queue}`, never applied: {}",
+        dead.len(),
+        crate::dead::describe(dead)
+    )]
+    DeadLettered {
+        /// The dead-letter queue.
+        queue: String,
+        /// The batches, with why.
+        dead: Vec<crate::dead::DeadBatch>,
+        /// The step the run ended at.
+        step: u64,
+    },
     /// The training thread panicked.
     #[error("the training thread panicked: {0}")]
     Panic(String),

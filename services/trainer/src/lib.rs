@@ -25,8 +25,9 @@
 //!   [`step::apply`] so a data-parallel all-reduce fits between them.
 //! - [`checkpoints`]: `RUN_DIR/checkpoints/`, the trainer state in
 //!   `state.json`, and the history of applied batch ids.
-//! - [`control`]: the `{ns}.control` stream reader that learns when the
-//!   data ends.
+//! - [`control`]: the reader of the `{ns}.control` and `{ns}.dead` streams
+//!   that learns when the data ends, and which batches never will arrive.
+//! - [`dead`]: those batches, and `checkpoints/dead.jsonl`.
 //! - [`metrics`]: `RUN_DIR/metrics.jsonl`, one line per step.
 //! - [`mod@audit`]: manifests joined with checkpoints (`pretext audit`).
 //! - [`error`]: the error type, [`TrainError`].
@@ -47,6 +48,7 @@ pub mod audit;
 pub mod checkpoints;
 pub mod config;
 pub mod control;
+pub mod dead;
 pub mod error;
 pub mod in_process;
 pub mod metrics;
@@ -56,6 +58,7 @@ pub mod trainer;
 pub use audit::{AuditReport, audit};
 pub use checkpoints::{AppliedHistory, TrainingState, checkpoint_dir};
 pub use config::{DeviceChoice, TrainerConfig, WorldConfig};
+pub use dead::{DeadBatch, read_dead};
 pub use error::TrainError;
 pub use metrics::{METRICS_FILE, StepMetrics, read_metrics};
 pub use trainer::{StopReason, TrainSummary, run, run_with_transport};

@@ -27,7 +27,7 @@ use tracing::instrument;
 
 use crate::checkpoints::{AppliedHistory, TrainingState};
 use crate::config::{TrainerConfig, check_direction};
-use crate::control::ControlWatch;
+use crate::control::{ControlWatch, Streams};
 use crate::error::TrainError;
 use crate::metrics::{MetricsWriter, StepMetrics, metrics_file};
 use crate::step::{Learner, is_batch_error};
@@ -143,12 +143,18 @@ pub async fn run_with_transport(
         &metrics_file(rank),
         start.resumed_from.unwrap_or(0),
     )?;
-    let mut control = ControlWatch::start(&transport, &topology.control(), config.task)
-        .await
-        .map_err(|source| TrainError::Control {
-            queue: topology.control(),
-            source,
-        })?;
+    let streams = Streams {
+        control: topology.control(),
+        dead: topology.dead(),
+        batches: topology.pretrain(),
+    };
+    let mut control = ControlWatch::start(
+        &transport,
+        &streams,
+        config.task,
+        config.trusted_publishers.clone(),
+    )
+    .await?;
     let prefetch = config.effective_prefetch();
     let mut consumer = transport
         .consume(&topology.pretrain(), ConsumeOptions { prefetch })
@@ -214,11 +220,26 @@ pub async fn run_with_transport(
         }
     };
     session.checkpoint().await?;
-    if stop == StopReason::EndOfData {
+    let dead = if stop == StopReason::EndOfData {
         session.drain(&mut *consumer).await;
-    }
+        control.dead_batches(&session.applied)
+    } else {
+        Vec::new()
+    };
     drop(consumer);
     session.leave_group().await?;
+    if !dead.is_empty() {
+        // Loudly: the run is complete except for these, which never come.
+        if rank == 0 {
+            crate::dead::record_dead(&session.config.checkpoint_dir(), &dead)?;
+        }
+        let summary = session.finish(stop);
+        return Err(TrainError::DeadLettered {
+            queue: streams.dead,
+            dead,
+            step: summary.step,
+        });
+    }
     Ok(session.finish(stop))
 }
 
@@ -377,7 +398,7 @@ impl Session {
         tokio::pin!(shutdown);
         let mut control_alive = true;
         loop {
-            if let Some(stop) = self.finished(control.total()) {
+            if let Some(stop) = self.finished(control) {
                 return Ok(stop);
             }
             if self.checkpoint_due() {
@@ -419,9 +440,13 @@ impl Session {
         }
     }
 
-    /// Whether the run is complete.
-    fn finished(&self, total: Option<u64>) -> Option<StopReason> {
-        if total.is_some_and(|t| self.applied.len() as u64 >= t) {
+    /// Whether the run is complete: every planned batch applied, or in the
+    /// dead-letter queue (then the run ends with an error naming them).
+    fn finished(&self, control: &ControlWatch) -> Option<StopReason> {
+        if control
+            .total()
+            .is_some_and(|t| self.applied.len() as u64 + control.dead_count(&self.applied) >= t)
+        {
             return Some(StopReason::EndOfData);
         }
         if self
@@ -454,6 +479,14 @@ impl Session {
                 "batch has no message_id, so a redelivery could not be recognised",
             )
             .await;
+            return None;
+        }
+        if !self.config.trusts(delivery.user_id()) {
+            let reason = format!(
+                "published by `{}`, not one of the trusted publishers",
+                delivery.user_id().unwrap_or("an unnamed user")
+            );
+            self.reject(delivery, &reason).await;
             return None;
         }
         if self.applied.contains(&id) {

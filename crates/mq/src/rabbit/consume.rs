@@ -221,6 +221,7 @@ async fn run(
                     break;
                 }
             };
+            let user_id = convert::user_id(&delivery.properties);
             let message = convert::received(&delivery.properties, delivery.data);
             if is_stream
                 && let Some(offset) = message
@@ -242,7 +243,8 @@ async fn run(
                 message,
                 delivery.redelivered,
                 Box::new(settle),
-            );
+            )
+            .with_user_id(user_id);
             if tx.send(Ok(delivery)).await.is_err() {
                 return;
             }

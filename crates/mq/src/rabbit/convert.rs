@@ -68,13 +68,20 @@ fn header_value(value: &AMQPValue) -> Option<HeaderValue> {
     })
 }
 
-/// Persistent delivery, message id, content type and headers.
-pub(crate) fn properties(message: &OutMessage) -> Result<BasicProperties, MqError> {
+/// Persistent delivery, message id, content type, headers, and the
+/// publisher's login as `user_id` (which the broker checks).
+pub(crate) fn properties(message: &OutMessage, user: &str) -> Result<BasicProperties, MqError> {
     Ok(BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
+        .with_user_id(short("user id", user)?)
         .with_message_id(short("message id", &message.message_id)?)
         .with_content_type(short("content type", &message.content_type)?)
         .with_headers(field_table(&message.headers)?))
+}
+
+/// The `user_id` of a received message.
+pub(crate) fn user_id(properties: &BasicProperties) -> Option<String> {
+    properties.user_id().as_ref().map(ToString::to_string)
 }
 
 /// A received AMQP message as the fields of an [`OutMessage`].

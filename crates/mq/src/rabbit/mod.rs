@@ -96,6 +96,8 @@ pub struct RabbitTransport {
 pub(crate) struct Inner {
     /// For logs and errors; `Display` redacts the password.
     url: AmqpUrl,
+    /// The login, set as `user_id` on every message published.
+    pub(crate) user: String,
     config: RabbitConfig,
     /// Publishing connection, with a confirm-mode channel.
     publish: Link,
@@ -163,6 +165,7 @@ impl RabbitTransport {
                 config.reconnect,
                 declared.clone(),
             ),
+            user: url.username(),
             url,
             config,
             declared,

@@ -64,7 +64,7 @@ impl Inner {
         message: &OutMessage,
     ) -> Result<(u64, PublisherConfirm), MqError> {
         let routing_key = short("queue name", queue)?;
-        let props = properties(message)?;
+        let props = properties(message, &self.user)?;
         let mut failures = self.config.reconnect.start();
         loop {
             let session = self.publish.session().await?;

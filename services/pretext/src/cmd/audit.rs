@@ -10,7 +10,8 @@ use anyhow::{Context, ensure};
 pub struct Args {
     /// The run directory (`manifests/` from producers, `checkpoints/` from the trainer).
     pub run_dir: PathBuf,
-    /// Print JSON: `published`, `applied`, `missing`, `applied_twice`.
+    /// Print JSON: `published`, `applied`, `missing`, `applied_twice`,
+    /// `dead` (`[{"id", "reason"}]`).
     #[arg(long)]
     pub json: bool,
 }
@@ -31,6 +32,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("applied        {}", report.applied);
         println!("missing        {}", report.missing);
         println!("applied_twice  {}", report.applied_twice);
+        println!("dead           {}", report.dead.len());
+        for d in &report.dead {
+            println!("  {}  {}", d.id, d.reason);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,11 @@ pub struct Args {
     /// trains a causal model, `masked` a bidirectional one.
     #[arg(long, default_value = "masked")]
     pub task: Task,
+    /// Broker logins whose batches and control messages are believed
+    /// (comma-separated, e.g. `producer,scheduler`); anything else is
+    /// rejected or ignored. Default: every publisher.
+    #[arg(long, env = "PRETEXT_TRUSTED_PUBLISHERS", value_delimiter = ',')]
+    pub trusted_publishers: Vec<String>,
     /// Stop after this many optimiser steps in total (resumed ones
     /// included); default: when every published batch is applied.
     #[arg(long)]
@@ -201,6 +206,7 @@ impl Args {
             },
             progress: std::io::stderr().is_terminal(),
             topology: self.broker.topology(),
+            trusted_publishers: self.trusted_publishers.clone(),
             ..TrainerConfig::default()
         }
     }

@@ -306,7 +306,7 @@ impl Session {
         tokio::pin!(shutdown);
         let world = self.dist().world();
         loop {
-            let stop = self.finished(control.total());
+            let stop = self.finished(control);
             let want_checkpoint = self.checkpoint_due();
             let ready = if stop.is_none() && !want_checkpoint && !self.dist().shutdown_seen {
                 self.poll(consumer, control, shutdown.as_mut()).await?
@@ -387,7 +387,7 @@ impl Session {
                     if let (Some(bar), Some(total)) = (&self.bar, control.total()) {
                         bar.set_length(total);
                     }
-                    if self.finished(control.total()).is_some() {
+                    if self.finished(control).is_some() {
                         return Ok(None);
                     }
                     continue;

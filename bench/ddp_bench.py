@@ -1,0 +1,136 @@
+"""Side-by-side: pretraining as a user runs it, end to end, pretext against
+PyTorch DDP, in one invocation, on the same Parquet file, model, token
+budget, bucket edges and masking rate, 1 libtorch thread per rank:
+
+- pretext: `pretext produce` publishes every batch to RabbitMQ first (its
+  own time is reported apart), then `pretext train` (1 rank) or `pretext
+  launch --nproc 2 -- train` (2 ranks, Gloo) consumes, steps, checkpoints
+  and acks until the data ends; `pretext audit` must find every batch
+  applied exactly once.
+- PyTorch: bench/ddp_reference.py, a loader over the file that buckets and
+  masks, and DDP over Gloo with 1 and 2 processes, on the model pretext
+  trained (its checkpoint's config).
+
+Real tokens/s = real (unpadded) tokens trained / wall seconds of the
+training part (pretext: the trainer processes, start-up included;
+PyTorch: from the barrier after DDP set-up to the last step, file read
+included). Both sides must train on the same number of real tokens.
+
+Usage: ddp_bench.py BIN_DIR FILE [--width 64] [--depth 4] [--max-tokens 16384]
+       [--epochs 1] [--broker amqp://guest:guest@127.0.0.1:5672/%2f]
+Writes bench/out/ddp.json and prints a table.
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def manifest_tokens(run_dir):
+    total = 0
+    for path in glob.glob(os.path.join(run_dir, "manifests", "*.jsonl")):
+        with open(path) as f:
+            for line in f:
+                try:
+                    total += json.loads(line)["tokens"]
+                except (ValueError, KeyError):
+                    pass
+    return total
+
+
+def delete_namespace(ns):
+    for q in ("pretrain", "finetune", "files", "control", "dead"):
+        subprocess.run(["rabbitmqctl", "delete_queue", f"{ns}.{q}"], capture_output=True)
+
+
+def pretext(a, ranks, work):
+    ns = f"ddpbench-{os.getpid()}-{ranks}"
+    run_dir = os.path.join(work, f"pretext-{ranks}")
+    exe = os.path.join(a.bin_dir, "pretext")
+    common = ["--broker", a.broker, "--ns", ns, "--run-dir", run_dir, "--task", "masked"]
+    delete_namespace(ns)
+    try:
+        t0 = time.perf_counter()
+        run([exe, "produce", "--data", a.file, *common, "--epochs", str(a.epochs), "--max-tokens",
+             str(a.max_tokens), "--mask-span", "1", "--horizon", "1", "--splits", "train,valid,test", "--producer-id", "bench"])
+        produce_secs = time.perf_counter() - t0
+        train = ["train", *common, "--width", str(a.width), "--depth", str(a.depth), "--threads", "1",
+                 "--device", "cpu", "--checkpoint-every", "100", "--seed", "0"]
+        cmd = [exe, *train] if ranks == 1 else [exe, "launch", "--nproc", str(ranks), "--", *train]
+        t0 = time.perf_counter()
+        run(cmd, env={**os.environ, "PRETEXT_LOG": "warn"})
+        wall = time.perf_counter() - t0
+    finally:
+        delete_namespace(ns)
+    audit = json.loads(run([exe, "audit", "--json", run_dir]).stdout)
+    assert audit["missing"] == 0 and audit["applied_twice"] == 0 and audit["published"] > 0, audit
+    steps = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+    ckpt = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step-*")))[-1]
+    with open(os.path.join(ckpt, "state.json")) as f:
+        model = json.load(f)["model"]
+    tokens = manifest_tokens(run_dir)
+    return {
+        "ranks": ranks, "real_tokens": tokens, "batches": audit["applied"], "wall_secs": wall,
+        "produce_secs": produce_secs, "steps_rank0": len(steps),
+        "step_secs_rank0": sum(s["step_secs"] for s in steps), "tokens_per_s": tokens / wall,
+    }, model
+
+
+def pytorch(a, ranks, model):
+    out = run([sys.executable, os.path.join(HERE, "ddp_reference.py"), a.file, str(ranks), json.dumps(model),
+               str(a.max_tokens), str(a.epochs), "1"]).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bin_dir")
+    ap.add_argument("file")
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=16384)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2f")
+    a = ap.parse_args()
+    a.file = os.path.abspath(a.file)
+    doc = {"settings": {k: v for k, v in vars(a).items()}}
+    with tempfile.TemporaryDirectory() as work:
+        p1, model = pretext(a, 1, work)
+        p2, _ = pretext(a, 2, work)
+    doc["settings"]["model"] = model
+    t1, t2 = pytorch(a, 1, model), pytorch(a, 2, model)
+    for p, t in ((p1, t1), (p2, t2)):
+        assert p["real_tokens"] == t["real_tokens"], (p["real_tokens"], t["real_tokens"])
+    doc.update({
+        "pretext_1": p1["tokens_per_s"], "pretext_2": p2["tokens_per_s"],
+        "pytorch_1": t1["tokens_per_s"], "pytorch_2": t2["tokens_per_s"],
+        "runs": {"pretext_1": p1, "pretext_2": p2, "pytorch_1": t1, "pytorch_2": t2},
+    })
+    doc["ratio_1"] = doc["pretext_1"] / doc["pytorch_1"]
+    doc["ratio_2"] = doc["pretext_2"] / doc["pytorch_2"]
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "ddp.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+    print(f"pretraining end to end, width {a.width} depth {a.depth}, budget {a.max_tokens} tokens, "
+          f"{a.epochs} epoch(s), {p1['real_tokens']:,} real tokens, 1 thread per rank:")
+    print("| ranks | pretext (broker) tokens/s | PyTorch DDP tokens/s | pretext / PyTorch |")
+    print("|---|---|---|---|")
+    for r in (1, 2):
+        print(f"| {r} | {doc[f'pretext_{r}']:,.0f} | {doc[f'pytorch_{r}']:,.0f} | {doc[f'ratio_{r}']:.2f} |")
+    print(f"scaling 1 -> 2 ranks: pretext {doc['pretext_2'] / doc['pretext_1']:.2f}x, "
+          f"PyTorch {doc['pytorch_2'] / doc['pytorch_1']:.2f}x; "
+          f"publishing took {p1['produce_secs']:.1f} s (not in the pretext figures)")
+
+
+if __name__ == "__main__":
+    main()
