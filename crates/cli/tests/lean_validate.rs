@@ -63,27 +63,42 @@ fn it_reports_rows_and_exits_2_on_an_unreadable_file() {
     );
 }
 
-/// The file a fuzz run found: its `id` column's dictionary page declares
-/// about 700 million values in a few bytes. The parquet crate's Arrow
-/// reader reserved 5.68 GB for them; under a 1 GiB address-space limit
-/// that aborted the process. Now the page is refused before that reader
-/// sees it: exit 2 with the reason, inside the limit.
+/// Files fuzz runs found, each refused before the parquet crate sized a
+/// buffer from its page header: the `id` column's dictionary page declares
+/// about 700 million values in a few bytes, for which the crate's Arrow
+/// reader reserved 5.68 GB; and a page header
+/// declares 1.1 GB uncompressed, which the crate reserved to decompress
+/// into; and a footer's schema element declares children enough for a
+/// 13.8 GB reservation. Under a 1 GiB address-space limit each aborted the
+/// process; now each exits 2 naming what is wrong.
 #[test]
-fn a_dictionary_page_that_declares_too_many_values_is_refused_within_1_gib() {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/findings/parquet-dictionary-num-values.parquet");
-    assert!(file.exists(), "{}", file.display());
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -v 1048576 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_pretext-validate"))
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("dictionary page declares"),
-        "the reason is the page count: {err}"
-    );
+fn headers_that_ask_for_gigabytes_are_refused_within_1_gib() {
+    let findings = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/findings");
+    for (name, reason) in [
+        (
+            "parquet-dictionary-num-values.parquet",
+            "dictionary page declares",
+        ),
+        (
+            "parquet-page-uncompressed-size.parquet",
+            "bytes uncompressed, over the",
+        ),
+        ("parquet-footer-num-children.parquet", "children of"),
+    ] {
+        let file = findings.join(name);
+        assert!(file.exists(), "{}", file.display());
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -v 1048576 && exec "$0" "$@""#)
+            .arg(env!("CARGO_BIN_EXE_pretext-validate"))
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(reason),
+            "{name}: the reason is the header: {err}"
+        );
+    }
 }

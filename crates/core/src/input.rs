@@ -282,7 +282,9 @@ pub fn for_each_chunk(
         path: path.into(),
         source: e,
     })?;
+    crate::pagecheck::check_footer(&file).map_err(pq)?;
     let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq)?;
+    crate::pagecheck::check_row_counts(meta.metadata()).map_err(pq)?;
     let layout = ColumnLayout::from_schema(meta.schema()).map_err(|e| InputError::Schema {
         path: path.into(),
         source: e,
@@ -371,6 +373,8 @@ pub fn for_each_chunk(
 /// reads it otherwise). The batches are those the Arrow reader alone gives.
 struct Rows {
     reader: ParquetRecordBatchReader,
+    /// The reader panicked: it is not used again.
+    failed: bool,
     /// Where `values` goes in each batch, and its decoder.
     values: Option<(usize, Box<dyn ListRows>)>,
     schema: SchemaRef,
@@ -399,12 +403,9 @@ impl Rows {
             fast = plan.is_some(),
             "values column decoder chosen (fast: pretext_core::listcol; else the Arrow reader)"
         );
-        // The Arrow reader's columns, checked before it sizes anything from
-        // their pages (the fast decoder checks its own).
-        let fast = plan.is_some();
-        crate::pagecheck::check_pages(&Arc::new(File::open(path)?), &meta, &groups, |root| {
-            !(fast && root == col)
-        })?;
+        // Every page header, checked before the parquet crate sizes
+        // anything from it.
+        crate::pagecheck::check_pages(&File::open(path)?, &meta, &groups, |_| true)?;
         let values = match plan {
             Some(plan) => {
                 let others = (0..schema.fields().len()).filter(|&i| i != col);
@@ -417,6 +418,7 @@ impl Rows {
         };
         Ok(Self {
             reader: builder.build()?,
+            failed: false,
             values,
             schema,
         })
@@ -427,9 +429,25 @@ impl Iterator for Rows {
     type Item = Result<RecordBatch, parquet::errors::ParquetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let batch = match self.reader.next()? {
-            Ok(b) => b,
-            Err(e) => return Some(Err(e.into())),
+        if self.failed {
+            return None;
+        }
+        // The parquet crate panics on some corrupt pages (a division by
+        // zero, an index out of range): that is this file's error, not the
+        // process's end.
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reader.next()));
+        let batch = match next {
+            Ok(next) => match next? {
+                Ok(b) => b,
+                Err(e) => return Some(Err(e.into())),
+            },
+            Err(panic) => {
+                self.failed = true;
+                return Some(Err(parquet::errors::ParquetError::General(format!(
+                    "the parquet reader failed on a corrupt page ({})",
+                    panic_message(&panic)
+                ))));
+            }
         };
         let Some((col, decoder)) = &mut self.values else {
             return Some(Ok(batch));
@@ -450,6 +468,15 @@ impl Iterator for Rows {
     }
 }
 
+/// The message of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
 /// A reader builder for `path` and the layout of its columns (the schema
 /// checked against the raw-input contract).
 fn open_builder(
@@ -459,11 +486,19 @@ fn open_builder(
         path: path.into(),
         source: e,
     })?;
+    crate::pagecheck::check_footer(&file).map_err(|e| InputError::Parquet {
+        path: path.into(),
+        source: e,
+    })?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| InputError::Parquet {
             path: path.into(),
             source: e,
         })?;
+    crate::pagecheck::check_row_counts(builder.metadata()).map_err(|e| InputError::Parquet {
+        path: path.into(),
+        source: e,
+    })?;
     let layout = ColumnLayout::from_schema(builder.schema()).map_err(|e| InputError::Schema {
         path: path.into(),
         source: e,
@@ -496,10 +531,10 @@ pub fn duplicate_ids(path: &Path, ids: &mut IdRegistry) -> Result<IdPass, InputE
         .collect();
     let id_col = layout.id_column();
     let groups: Vec<usize> = (0..md.num_row_groups()).collect();
-    let file = Arc::new(File::open(path).map_err(|e| InputError::Io {
+    let file = File::open(path).map_err(|e| InputError::Io {
         path: path.into(),
         source: e,
-    })?);
+    })?;
     crate::pagecheck::check_pages(&file, md, &groups, |root| root == id_col).map_err(pq)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), [id_col]);
     let reader = builder
@@ -509,7 +544,16 @@ pub fn duplicate_ids(path: &Path, ids: &mut IdRegistry) -> Result<IdPass, InputE
         .map_err(pq)?;
     let mut dups = BTreeSet::new();
     let mut row = 0u64;
-    for batch in reader {
+    let mut reader = reader;
+    loop {
+        let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.next()))
+            .map_err(|panic| {
+                pq(parquet::errors::ParquetError::General(format!(
+                    "the parquet reader failed on a corrupt page ({})",
+                    panic_message(&panic)
+                )))
+            })?;
+        let Some(batch) = next else { break };
         let batch = batch.map_err(|e| pq(e.into()))?;
         let col = batch.column(0);
         let ids_col = crate::validate::to_utf8(col);
