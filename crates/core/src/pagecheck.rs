@@ -23,6 +23,12 @@ pub const MAX_PAGE_BYTES: usize = 256 << 20;
 /// The most bytes a page header may take (its statistics included).
 const MAX_HEADER_BYTES: usize = 64 << 10;
 
+/// Bytes read for a page header at first.
+const FIRST_READ: usize = 256;
+
+/// The parse error of a header cut short by the bytes read.
+const TRUNCATED: &str = "truncated";
+
 /// Bits the PLAIN encoding of one value of `ty` takes at least (a byte
 /// array: its 4-byte length).
 fn min_plain_bits(ty: PhysicalType, type_length: i32) -> u64 {
@@ -80,12 +86,21 @@ fn check_chunk(file: &File, file_len: u64, col: &ColumnChunkMetaData, group: usi
     }
     let bits = min_plain_bits(col.column_type(), col.column_descr().type_length());
     let (mut offset, end) = (start, start + len);
-    let mut buf = vec![0u8; MAX_HEADER_BYTES];
+    let mut buf = vec![0u8; FIRST_READ];
     while offset < end {
-        let n = usize::try_from((end - offset).min(MAX_HEADER_BYTES as u64)).unwrap_or(0);
-        file.read_exact_at(&mut buf[..n], offset)?;
-        let (header_len, h) = PageHeader::parse(&buf[..n])
-            .map_err(|e| at(format!("page header at {offset}: {e}")))?;
+        // Headers are tens of bytes: read a little, more only if needed.
+        let left = usize::try_from(end - offset).unwrap_or(usize::MAX);
+        let mut want = FIRST_READ.min(left);
+        let (header_len, h) = loop {
+            buf.resize(want, 0);
+            file.read_exact_at(&mut buf[..want], offset)?;
+            match PageHeader::parse(&buf[..want]) {
+                Err(e) if e == TRUNCATED && want < left.min(MAX_HEADER_BYTES) => {
+                    want = (want * 16).min(left).min(MAX_HEADER_BYTES);
+                }
+                parsed => break parsed.map_err(|e| at(format!("page header at {offset}: {e}")))?,
+            }
+        };
         let Ok(compressed) = u64::try_from(h.compressed_size) else {
             return Err(at(format!(
                 "a page header at {offset} with a negative size"
@@ -273,7 +288,7 @@ struct Compact<'a> {
 
 impl Compact<'_> {
     fn byte(&mut self) -> std::result::Result<u8, String> {
-        let b = *self.buf.get(self.pos).ok_or("truncated")?;
+        let b = *self.buf.get(self.pos).ok_or(TRUNCATED)?;
         self.pos += 1;
         Ok(b)
     }
@@ -381,7 +396,8 @@ impl Compact<'_> {
     fn elements(&mut self, n: u64, types: &[u8]) -> std::result::Result<(), String> {
         // Every element takes at least a byte: more than remain is corrupt.
         if n > (self.buf.len() - self.pos) as u64 {
-            return Err("a collection longer than the header".into());
+            // (More bytes may hold it; read whole, it is corrupt.)
+            return Err(TRUNCATED.into());
         }
         self.enter()?;
         for _ in 0..n {
@@ -400,7 +416,7 @@ impl Compact<'_> {
 
     fn advance(&mut self, n: usize) -> std::result::Result<(), String> {
         if n > self.buf.len() - self.pos {
-            return Err("truncated".into());
+            return Err(TRUNCATED.into());
         }
         self.pos += n;
         Ok(())
