@@ -17,7 +17,8 @@ PyTorch: from the barrier after DDP set-up to the last step, file read
 included). Both sides must train on the same number of real tokens.
 
 Usage: ddp_bench.py BIN_DIR FILE [--width 64] [--depth 4] [--max-tokens 16384]
-       [--epochs 1] [--broker amqp://guest:guest@127.0.0.1:5672/%2f]
+       [--epochs 1] [--checkpoint-every 20]
+       [--broker amqp://guest:guest@127.0.0.1:5672/%2f]
 Writes bench/out/ddp.json and prints a table.
 """
 import argparse
@@ -65,11 +66,13 @@ def pretext(a, ranks, work):
              str(a.max_tokens), "--mask-span", "1", "--horizon", "1", "--splits", "train,valid,test", "--producer-id", "bench"])
         produce_secs = time.perf_counter() - t0
         train = ["train", *common, "--width", str(a.width), "--depth", str(a.depth), "--threads", "1",
-                 "--device", "cpu", "--checkpoint-every", "100", "--seed", "0"]
+                 "--device", "cpu", "--checkpoint-every", str(a.checkpoint_every), "--seed", "0"]
         cmd = [exe, *train] if ranks == 1 else [exe, "launch", "--nproc", str(ranks), "--", *train]
         t0 = time.perf_counter()
-        run(cmd, env={**os.environ, "PRETEXT_LOG": "warn"})
+        out = run(cmd, env={**os.environ, "PRETEXT_LOG": "warn"}).stdout
         wall = time.perf_counter() - t0
+        # "rank r/w (all-reduce S s): ... applied N batches" per rank.
+        per_rank = [line for line in out.splitlines() if "applied" in line]
     finally:
         delete_namespace(ns)
     audit = json.loads(run([exe, "audit", "--json", run_dir]).stdout)
@@ -83,6 +86,7 @@ def pretext(a, ranks, work):
         "ranks": ranks, "real_tokens": tokens, "batches": audit["applied"], "wall_secs": wall,
         "produce_secs": produce_secs, "steps_rank0": len(steps),
         "step_secs_rank0": sum(s["step_secs"] for s in steps), "tokens_per_s": tokens / wall,
+        "ranks_said": per_rank,
     }, model
 
 
@@ -100,6 +104,10 @@ def main():
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=16384)
     ap.add_argument("--epochs", type=int, default=1)
+    # A rank holds up to checkpoint-every + 16 deliveries (its prefetch): on
+    # a run of a few hundred batches the default 100 leaves one rank with
+    # the last ~40 batches alone (docs/benchmarks.md).
+    ap.add_argument("--checkpoint-every", type=int, default=20)
     ap.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2f")
     a = ap.parse_args()
     a.file = os.path.abspath(a.file)
