@@ -37,6 +37,11 @@ pub struct Args {
     /// would pass the 16 MiB message limit (about 5.5M tokens) is refused.
     #[arg(long, default_value_t = 65_536)]
     pub max_tokens: usize,
+    /// Rows per file task (consecutive row groups grouped up to this): the
+    /// unit of work redone after a crash. Each task ends its buckets'
+    /// partial batches, so larger tasks give fewer, fuller batches.
+    #[arg(long, env = "PRETEXT_TASK_ROWS", default_value_t = 512)]
+    pub task_rows: usize,
     #[command(flatten)]
     pub targets: crate::TargetArgs,
     /// Producer id (names its manifest); default `<host>-<pid>`.
@@ -70,6 +75,7 @@ impl Args {
             ..mask
         };
         c.buckets.max_tokens = self.max_tokens;
+        c.task_rows = self.task_rows;
         c.validation = self.limits.config();
         c.shutdown_grace_secs = self.shutdown_grace;
         c.topology = self.broker.topology();
@@ -94,4 +100,38 @@ pub fn run_cmd(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", summary.line());
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config(extra: &[&str]) -> ProducerConfig {
+        let mut argv = vec![
+            "produce",
+            "--data",
+            "d",
+            "--run-dir",
+            "r",
+            "--mask-span",
+            "1",
+            "--horizon",
+            "1",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().args.config().unwrap()
+    }
+
+    #[test]
+    fn task_rows_reach_the_producer_config() {
+        assert_eq!(config(&[]).task_rows, 512);
+        assert_eq!(config(&["--task-rows", "4096"]).task_rows, 4096);
+    }
 }
