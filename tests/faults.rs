@@ -318,43 +318,12 @@ async fn a_poison_message_is_dead_lettered_at_the_delivery_limit_and_training_go
     let run_dir = dir.path();
     let topology = Topology::new(support::unique_namespace("poison"));
     let mut cleanup = Cleanup::new(&url, &topology);
-    let transport = connect(&url).await;
-    topology.declare(&*transport).await.expect("declare");
     // The poison is first in the queue, the good batches after it.
-    support::publish(
-        &*transport,
-        &topology.pretrain(),
-        OutMessage::new("poison", b"crashes its consumer".to_vec()),
-    )
-    .await;
-    publish_all(&url, &topology, run_dir, 8).await;
+    let transport = one_message_then_the_run(&url, &topology, run_dir, "poison").await;
 
     // Consumers that die holding it, as a process that crashes on a message
     // would: each takes the poison and drops its connection without acking.
-    let limit = TopologyConfig::default().delivery_limit;
-    let mut crashes = 0;
-    loop {
-        let crashing = connect(&url).await;
-        topology.declare(&*crashing).await.expect("declare");
-        let mut consumer = crashing
-            .consume(&topology.pretrain(), ConsumeOptions { prefetch: 1 })
-            .await
-            .unwrap();
-        let d = tokio::time::timeout(LIMIT, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
-        let poison = d.message_id() == "poison";
-        drop((d, consumer));
-        crashing.close().await.unwrap();
-        if !poison {
-            break;
-        }
-        crashes += 1;
-        assert!(crashes <= limit + 1, "never dead-lettered");
-    }
-    assert_eq!(crashes, limit + 1, "one delivery plus `limit` redeliveries");
+    assert_eq!(crash_until_dead(&url, &topology, 1).await, ["poison"]);
     let dead = support::dead_letters(&*transport, &topology, 1).await;
     assert_eq!(
         dead,
@@ -368,6 +337,27 @@ async fn a_poison_message_is_dead_lettered_at_the_delivery_limit_and_training_go
     assert_exactly_once(run_dir, 8);
     transport.close().await.unwrap();
     drop(cleanup);
+}
+
+/// Declares the topology, publishes a message `id` that is not a batch
+/// first in `{ns}.pretrain`, then a run of 8 batches ([`publish_all`]);
+/// returns the connection.
+async fn one_message_then_the_run(
+    url: &str,
+    topology: &Topology,
+    run_dir: &Path,
+    id: &str,
+) -> pretext_mq::SharedTransport {
+    let transport = connect(url).await;
+    topology.declare(&*transport).await.expect("declare");
+    support::publish(
+        &*transport,
+        &topology.pretrain(),
+        OutMessage::new(id, b"not a batch".to_vec()),
+    )
+    .await;
+    publish_all(url, topology, run_dir, 8).await;
+    transport
 }
 
 /// Takes the first message of `{ns}.pretrain` and drops it unacked, as a
@@ -421,15 +411,7 @@ async fn a_batch_dead_lettered_by_the_broker_ends_the_run_loudly_and_the_audit_n
     let mut cleanup = Cleanup::new(&url, &topology);
     // A stray message that dies too: not a batch of the run, so it must not
     // count toward its end.
-    let transport = connect(&url).await;
-    topology.declare(&*transport).await.expect("declare");
-    support::publish(
-        &*transport,
-        &topology.pretrain(),
-        OutMessage::new("stray", b"not a batch".to_vec()),
-    )
-    .await;
-    publish_all(&url, &topology, run_dir, 8).await;
+    let transport = one_message_then_the_run(&url, &topology, run_dir, "stray").await;
     // Then a real batch of the run crashes its consumers until the broker
     // gives up on it.
     let dead = crash_until_dead(&url, &topology, 2).await;

@@ -411,36 +411,7 @@ async fn attempt(connection: &Connection, op: &str, queue: &str) -> Outcome {
             )
             .await
             .map(drop),
-        "publish" => {
-            async {
-                channel
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await?;
-                channel
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions::default(),
-                        b"probe",
-                        BasicProperties::default(),
-                    )
-                    .await?
-                    .await?;
-                // A refused publish closes the channel; a round trip shows it.
-                channel
-                    .queue_declare(
-                        queue.into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map(drop)
-            }
-            .await
-        }
+        "publish" => publish_confirmed(&channel, queue, BasicProperties::default()).await,
         _ => unreachable!("unknown operation {op}"),
     };
     match result {
@@ -452,6 +423,40 @@ async fn attempt(connection: &Connection, op: &str, queue: &str) -> Outcome {
         }
         Err(err) => panic!("{op} {queue}: unexpected error {err}"),
     }
+}
+
+/// Publishes a probe to `queue` through the default exchange with
+/// `properties`, confirmed; a refused publish closes the channel, so a
+/// passive declare after it shows the refusal.
+async fn publish_confirmed(
+    channel: &lapin::Channel,
+    queue: &str,
+    properties: BasicProperties,
+) -> Result<(), lapin::Error> {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            b"probe",
+            properties,
+        )
+        .await?
+        .await?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,33 +571,11 @@ async fn an_untrusted_login_can_neither_end_nor_feed_a_run() {
         .await
         .expect("the intruder logs in");
     let channel = raw.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let spoofed = async {
-        channel
-            .basic_publish(
-                "".into(),
-                "anything".into(),
-                BasicPublishOptions::default(),
-                b"spoofed",
-                BasicProperties::default().with_user_id(producer.as_str().into()),
-            )
-            .await?
-            .await?;
-        channel
-            .queue_declare(
-                "anything".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map(drop)
-    }
+    let spoofed = publish_confirmed(
+        &channel,
+        "anything",
+        BasicProperties::default().with_user_id(producer.as_str().into()),
+    )
     .await;
     let err = spoofed.expect_err("a spoofed user_id was accepted");
     assert!(err.to_string().contains("PRECONDITION_FAILED"), "{err}");

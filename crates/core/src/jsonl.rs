@@ -29,6 +29,25 @@ pub fn append_synced(file: &mut File, lines: &[Vec<u8>]) -> std::io::Result<()> 
     file.sync_data()
 }
 
+/// The lines of `path` that parse as `T`, in order: a line that does not (a
+/// torn last line, a crash mid-append) is not a confirmed record and is
+/// skipped. No file: no records.
+pub fn read_records<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Vec<T>> {
+    use std::io::BufRead;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        if let Ok(record) = serde_json::from_str(&line?) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
 /// Truncates `file` after its last newline (a file that does not end in
 /// one ends in a torn, unconfirmed line).
 fn repair_torn_tail(file: &File) -> std::io::Result<()> {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -70,12 +69,8 @@ pub fn read_manifests(run_dir: &Path) -> std::io::Result<BTreeMap<String, Manife
         .iter()
         .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
     {
-        for line in BufReader::new(File::open(f)?).lines() {
-            let line = line?;
-            // A torn last line (crash mid-append) is not a confirmed entry.
-            let Ok(e) = serde_json::from_str::<ManifestEntry>(&line) else {
-                continue;
-            };
+        // A torn last line (crash mid-append) is not a confirmed entry.
+        for e in crate::jsonl::read_records::<ManifestEntry>(f)? {
             out.insert(e.message_id.clone(), e);
         }
     }

@@ -94,21 +94,10 @@ pub fn append_ledger(dir: &Path, segments: &[(u64, &[String])]) -> Result<(), Ch
 /// The ledger's segments (a line that does not parse, a torn one, is not a
 /// confirmed segment: its checkpoint still holds it).
 fn read_ledger(dir: &Path) -> Result<Vec<(u64, Vec<String>)>, CheckpointError> {
-    use std::io::BufRead;
     let path = dir.join(LEDGER_FILE);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ledger_io("open", &path)(e)),
-    };
-    let mut out = Vec::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(ledger_io("read", &path))?;
-        if let Ok(l) = serde_json::from_str::<LedgerLine>(&line) {
-            out.push((l.step, l.ids));
-        }
-    }
-    Ok(out)
+    let lines =
+        pretext_core::jsonl::read_records::<LedgerLine>(&path).map_err(ledger_io("read", &path))?;
+    Ok(lines.into_iter().map(|l| (l.step, l.ids)).collect())
 }
 
 /// Writes a checkpoint of `state` into `dir`, appends its applied ids to the

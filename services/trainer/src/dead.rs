@@ -3,7 +3,6 @@
 //! `checkpoints/dead.jsonl`, where it records them for `pretext audit`.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -39,18 +38,12 @@ pub fn record_dead(dir: &Path, dead: &[DeadBatch]) -> Result<(), TrainError> {
 /// reason recorded), by id; none without the file.
 pub fn read_dead(dir: &Path) -> Result<Vec<DeadBatch>, TrainError> {
     let path = dir.join(DEAD_FILE);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(TrainError::io("open", &path)(e)),
-    };
     let mut by_id = BTreeMap::new();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(TrainError::io("read", &path))?;
-        // A torn last line is not a record.
-        if let Ok(d) = serde_json::from_str::<DeadBatch>(&line) {
-            by_id.entry(d.id).or_insert(d.reason);
-        }
+    // A torn last line is not a record.
+    for d in pretext_core::jsonl::read_records::<DeadBatch>(&path)
+        .map_err(TrainError::io("read", &path))?
+    {
+        by_id.entry(d.id).or_insert(d.reason);
     }
     Ok(by_id
         .into_iter()
