@@ -14,7 +14,7 @@ setup-broker:
 	ops/setup.sh --broker
 
 build: setup
-	$(CARGO_ENV) $(CARGO) build --release -p pretext -p pretext-cli
+	$(CARGO_ENV) $(CARGO) build --release -p pretext -p pretext-producer
 
 demo: build
 	$(CARGO_ENV) $(CARGO) run --release -q -p pretext -- demo $(PRETEXT_ARGS)

@@ -1,5 +1,5 @@
 """Side-by-side: batch building in memory (bucketing + masking + IPC
-encode), `pretext bench build` against bench/build_reference.py on the same
+encode), `pretext-bench build` against bench/build_reference.py on the same
 Parquet file; also the padded fraction of the default buckets beside random
 batching. Usage: build_bench.py PRETEXT_BIN FILE
 """
@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main():
     pretext, path = sys.argv[1], sys.argv[2]
-    rust = json.loads(subprocess.run([pretext, "bench", "build", "--data", path], check=True,
+    rust = json.loads(subprocess.run([pretext, "build", "--data", path], check=True,
                                      capture_output=True, text=True).stdout)
     ref = json.loads(subprocess.run([sys.executable, os.path.join(HERE, "build_reference.py"), path,
                                      json.dumps(rust["edges"]), "65536"], check=True,

@@ -1,15 +1,15 @@
 """Side-by-side: Parquet -> RabbitMQ with publisher confirms against the
-broker's own ceiling (`pretext bench publish`: the producer end to end, then
+broker's own ceiling (`pretext-bench publish`: the producer end to end, then
 pre-built payloads of the same size and count through the same confirm
 window, rounds alternating one publisher and as many as the producer builds
 tasks at once; the best
 of --rounds rounds each, and the median of each round's own ratio), and the
 peak memory of the lean producer
-binary `pretext-produce` on the same file while `pretext bench drain`
+binary `pretext-produce` on the same file while `pretext-bench drain`
 consumes, so inputs larger than the queue bound pass through.
 
 With --pinned it also measures the ratio with the broker and the producer on
-separate cores (the local broker's `beam.smp` pinned to CPU 0, `pretext bench
+separate cores (the local broker's `beam.smp` pinned to CPU 0, `pretext-bench
 publish` to the others, the broker's own affinity restored afterwards): on a
 small machine this stands in for the broker on its own host, as deployed.
 
@@ -33,7 +33,7 @@ URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 def peak_memory(bin_dir, path):
     """Runs pretext-produce on `path` with a drainer; returns (seconds, peak RSS MB, summary)."""
     ns = f"bench-mem-{os.getpid()}-{int(time.time())}"
-    drainer = subprocess.Popen([os.path.join(bin_dir, "pretext"), "bench", "drain", "--broker", URL,
+    drainer = subprocess.Popen([os.path.join(bin_dir, "pretext-bench"), "drain", "--broker", URL,
                                 "--ns", ns], stdout=subprocess.PIPE, text=True)
     try:
         assert drainer.stdout.readline().startswith("draining"), "the drainer did not start"
@@ -58,8 +58,8 @@ def peak_memory(bin_dir, path):
 
 
 def publish(bin_dir, path, rounds, prefix=()):
-    """One `pretext bench publish` run (the best of `rounds` rounds each way); its JSON."""
-    cmd = [*prefix, os.path.join(bin_dir, "pretext"), "bench", "publish", "--broker", URL,
+    """One `pretext-bench publish` run (the best of `rounds` rounds each way); its JSON."""
+    cmd = [*prefix, os.path.join(bin_dir, "pretext-bench"), "publish", "--broker", URL,
            "--data", path, "--repeat", str(rounds)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:

@@ -7,9 +7,9 @@ bin="${CARGO_TARGET_DIR:-target}/release/pretext"
 py=.venv/bin/python
 $py bench/validate_bench.py "$bin"
 file=$(ls -d bench/out/validate-*/part-00000.parquet | head -1)
-$py bench/build_bench.py "$bin" "$file"
+$py bench/build_bench.py "$(dirname "$bin")/pretext-bench" "$file"
 $py bench/publish_bench.py "$(dirname "$bin")" "$file"
-$py bench/train_bench.py "$bin" --threads 1
+$py bench/train_bench.py "$(dirname "$bin")/pretext-bench" --threads 1
 # End to end through RabbitMQ against PyTorch DDP (needs the local broker):
 # 2,000 synthetic rows of 512..4096 steps (3.4M real tokens).
 data=bench/out/ddp-data

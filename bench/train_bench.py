@@ -22,7 +22,7 @@ def main():
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         rust = json.loads(subprocess.run(
-            [a.pretext, "bench", "train", "--out", d, "--steps", str(a.steps), "--threads", str(a.threads),
+            [a.pretext, "train", "--out", d, "--steps", str(a.steps), "--threads", str(a.threads),
              "--len", str(a.len)], check=True, capture_output=True, text=True).stdout)
         ref = json.loads(subprocess.run(
             [sys.executable, os.path.join(HERE, "train_reference.py"), d, str(a.steps), str(a.threads)],

@@ -1,5 +1,5 @@
 """PyTorch eager reference for the trainer step: the identical model
-(python/pretext_model.py) loaded from the weights `pretext bench train`
+(python/pretext_model.py) loaded from the weights `pretext-bench train`
 wrote, checked to give the same logits on the same batch, then timed on the
 same batch shape with the same thread count (AdamW, loss on masked positions).
 The timed steps run on DEVICE (cpu or cuda; default cpu) in eager mode, or

@@ -20,8 +20,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use pretext_core::manifest::read_manifests;
-use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::task::Task;
+use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_model::list_checkpoints;
 use pretext_mq::message::DELIVERY_LIMIT_REASON;
 use pretext_mq::{ConsumeOptions, OutMessage, Topology, TopologyConfig};

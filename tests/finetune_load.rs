@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::validate::ValidationConfig;
+use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_finetune::{FinetuneConfig, Pretrained, build_classifier, run};
 use pretext_model::checkpoint::MODEL_FILE;
 use pretext_model::tch::{Device, Tensor};

@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pretext");
+/// The benchmark binary, built from the same crates.
+const BENCH: &str = env!("CARGO_BIN_EXE_pretext-bench");
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -48,9 +50,8 @@ fn binary_needs_libtorch_cuda() {
 
 #[test]
 fn collective_round_on_the_cpu_uses_gloo_in_an_nccl_build() {
-    let out = Command::new(BIN)
+    let out = Command::new(BENCH)
         .args([
-            "bench",
             "collective",
             "--device",
             "cpu",
@@ -74,9 +75,8 @@ fn collective_round_on_the_cpu_uses_gloo_in_an_nccl_build() {
 /// with c10d's own refusal (so the NCCL code path really ran), not crash.
 #[test]
 fn collective_round_on_cuda_is_nccl_or_a_clean_refusal() {
-    let out = Command::new(BIN)
+    let out = Command::new(BENCH)
         .args([
-            "bench",
             "collective",
             "--device",
             "cuda",

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use pretext_core::batch::{Batch, BatchRow, CONTENT_TYPE, DecodeError, check_message};
 use pretext_core::manifest::read_manifests;
 use pretext_core::split::Split;
-use pretext_core::synth::{SynthConfig, SynthRow, generate};
 use pretext_core::task::{MaskConfig, Task, mask_rng, select_positions};
 use pretext_core::{MASK_TOKEN, PAD_TOKEN};
+use pretext_datasets::rows::Row;
+use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_mq::message::header::REASON;
 use pretext_mq::{
     ConsumeOptions, OutMessage, RabbitConfig, SharedTransport, Topology, TopologyConfig,
@@ -227,18 +228,18 @@ async fn two_producers_share_the_work_and_publish_each_batch_once() {
 
 /// Writes `rows` as one Parquet file of the raw-input contract, two rows per
 /// row group.
-fn write_rows(path: &Path, rows: &[SynthRow]) {
+fn write_rows(path: &Path, rows: &[Row]) {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_max_row_group_row_count(Some(2))
         .build();
     let mut w = parquet::arrow::ArrowWriter::try_new(
         std::fs::File::create(path).unwrap(),
-        pretext_core::synth::schema(),
+        pretext_datasets::rows::schema(),
         Some(props),
     )
     .unwrap();
     for pair in rows.chunks(2) {
-        w.write(&pretext_core::synth::to_record_batch(pair))
+        w.write(&pretext_datasets::rows::to_record_batch(pair))
             .unwrap();
     }
     w.close().unwrap();
@@ -297,7 +298,7 @@ async fn rejected_rows_are_counted_once_quarantined_with_their_reason_and_never_
             .unwrap()
             .id
     };
-    let row = |id: &str, values: Vec<u8>| SynthRow {
+    let row = |id: &str, values: Vec<u8>| Row {
         id: id.into(),
         values,
         class: 0,
@@ -616,8 +617,8 @@ async fn bench_publish_alternates_the_ceiling_publishers_and_reports_its_rounds(
     let _g = BROKER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     dataset(&dir.path().join("data"), 60, 2000);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args(["bench", "publish", "--broker", &amqp_url(), "--data"])
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pretext-bench"))
+        .args(["publish", "--broker", &amqp_url(), "--data"])
         .arg(dir.path().join("data"))
         .args(["--repeat", "3", "--settle-ms", "0"])
         .output()

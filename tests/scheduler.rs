@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pretext_core::synth::{SynthConfig, generate};
+use pretext_datasets::synth::{SynthConfig, generate};
 use serde_json::{Value, json};
 
 /// The two data files every test drops (generated once per test dir).

@@ -23,7 +23,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use pretext_core::manifest::read_manifests;
-use pretext_core::synth::{SynthConfig, generate};
+use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_model::tch::Device;
 use pretext_model::{
     AdamW, AdamWConfig, CheckpointState, ModelConfig, PretrainModel, list_checkpoints,

@@ -16,8 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use http::{free_port, get, scrape};
-use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::task::Task;
+use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_mq::{RabbitConfig, SharedTransport, Topology};
 use support::*;
 

@@ -2,7 +2,7 @@
 LD_LIBRARY_PATH to this python's torch/lib):
 
 1. the `pretext` binary needs libtorch_cuda and it resolves (ldd);
-2. `pretext bench collective`: libtorch inside pretext sees CUDA, and one
+2. `pretext-bench collective`: libtorch inside pretext sees CUDA, and one
    rank's data-parallel round runs on an NCCL group of one (Gloo on cpu);
 3. trainer-step tokens/s of pretext (tch) against PyTorch on the identical
    model and batch (python/pretext_model.py via bench/train_reference.py,
@@ -73,10 +73,11 @@ def main():
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("this python's torch sees no CUDA device")
 
+    bench_bin = os.path.join(os.path.dirname(a.bin), "pretext-bench")
     libs = linked_cuda(a.bin)
     print("pretext links:", "; ".join(libs), flush=True)
 
-    coll = run_json([a.bin, "bench", "collective", "--device", a.device, "--rounds", "10",
+    coll = run_json([bench_bin, "collective", "--device", a.device, "--rounds", "10",
                      "--width", str(width)], "bench collective")
     print("collective:", json.dumps(coll), flush=True)
     want_backend = "Nccl" if a.device == "cuda" else "Gloo"
@@ -89,10 +90,10 @@ def main():
     ref_script = os.path.join(ROOT, "bench", "train_reference.py")
     for precision in ("full", "bf16"):
         with tempfile.TemporaryDirectory() as d:
-            rust = run_json([a.bin, "bench", "train", "--out", d, "--device", a.device, "--precision", precision,
+            rust = run_json([bench_bin, "train", "--out", d, "--device", a.device, "--precision", precision,
                              "--rows", str(rows), "--len", str(length), "--steps", str(steps),
                              "--width", str(width), "--depth", str(depth),
-                             "--threads", str(a.threads)], f"pretext bench train ({precision})")
+                             "--threads", str(a.threads)], f"pretext-bench train ({precision})")
             ref = run_json([sys.executable, ref_script, d, str(steps), str(a.threads), a.device, precision],
                            f"PyTorch reference ({precision})")
         if ref["max_abs_logit_diff"] >= 1e-4:

@@ -5,7 +5,7 @@
 # See bench/gpu/gpu_bench.py for what is checked and timed.
 #
 #   bench/gpu/run.sh --prepare            here: release build, copied (stripped)
-#                                         to bench/gpu/bin/pretext
+#                                         to bench/gpu/bin/ (pretext, pretext-bench)
 #   bench/gpu/run.sh                      on the GPU machine (carry bench/gpu/bin)
 #   bench/gpu/run.sh --device cpu --dry-run   here: the same script on the CPU,
 #                                         tiny shapes, Gloo instead of NCCL
@@ -25,7 +25,8 @@ while [ $# -gt 0 ]; do
       mkdir -p bench/gpu/bin
       target="${CARGO_TARGET_DIR:-target}"
       strip -o bench/gpu/bin/pretext "$target/release/pretext"
-      ls -la bench/gpu/bin/pretext
+      strip -o bench/gpu/bin/pretext-bench "$target/release/pretext-bench"
+      ls -la bench/gpu/bin/
       exit 0 ;;
     --bin) bin="$2"; shift 2 ;;
     --python) py="$2"; shift 2 ;;

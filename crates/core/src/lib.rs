@@ -1,4 +1,6 @@
-//! pretext-core: the data side of pretext that needs no torch and no broker.
+//! pretext-core: the data contract of pretext (rows in, batches out) and
+//! the token vocabulary; no torch and no broker. Datasets live in
+//! `pretext-datasets`.
 //!
 //! # Layout
 //! - [`validate`]: the row rules of the raw-input contract and their reasons.
@@ -7,14 +9,9 @@
 //! - [`listcol`]: the fast decoder of the `values` list column under [`input`].
 //! - [`manifest`]: producers' records of published batches, read by the audit.
 //! - [`report`]: per-file validation reports (`pretext validate`).
-//! - [`synth`]: the synthetic dataset of `pretext gen-data`.
-//! - [`genomes`]: the real dataset of `pretext import-genomes` (bacterial genomes).
-//! - [`floor`]: the histogram + length classifier, the floor any model must beat.
-//! - [`sample`]: deterministic subsets and written samples of train rows.
 //! - [`split`]: `train` / `valid` / `test` and the hash that decides an absent split.
 //! - [`bucket`]: length buckets and token-budget batching.
 //! - [`task`]: masked / next / classify targets.
-//! - [`trivial`]: the trivial token predictors pretraining must beat.
 //! - [`batch`]: the batch type and its Arrow IPC codec.
 //! - [`encoder`]: batch messages built in place (what producers publish).
 //! - [`ipc_limit`]: the decompressed-size bound checked before decoding.
@@ -24,8 +21,6 @@ pub mod batch;
 pub mod bucket;
 pub mod control;
 pub mod encoder;
-pub mod floor;
-pub mod genomes;
 pub mod input;
 pub mod ipc_limit;
 pub mod jsonl;
@@ -33,11 +28,8 @@ pub mod listcol;
 pub mod manifest;
 pub mod pagecheck;
 pub mod report;
-pub mod sample;
 pub mod split;
-pub mod synth;
 pub mod task;
-pub mod trivial;
 pub mod validate;
 
 /// Largest value a step may hold (values are 0..=MAX_VALUE).
@@ -48,3 +40,5 @@ pub const NUM_VALUES: usize = MAX_VALUE as usize + 1;
 pub const MASK_TOKEN: u8 = 41;
 /// Token id of padding in batches.
 pub const PAD_TOKEN: u8 = 42;
+/// Number of distinct token ids a batch input may hold (values, MASK, PAD).
+pub const NUM_TOKENS: usize = PAD_TOKEN as usize + 1;

@@ -310,3 +310,17 @@ pub fn prune_checkpoints(run_dir: &Path, keep: usize) -> Result<Vec<PathBuf>, Ch
     }
     Ok(removed)
 }
+
+/// The checkpoint a path names: the newest complete one under
+/// `path/checkpoints/` (a run directory), else under `path` (a
+/// `checkpoints/` directory), else `path` itself when it is one complete
+/// checkpoint `step-NNNNNN/`; `None` when none of these holds.
+pub fn find_checkpoint(path: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    if let Some(dir) = latest_checkpoint(&path.join("checkpoints"))? {
+        return Ok(Some(dir));
+    }
+    if let Some(dir) = latest_checkpoint(path)? {
+        return Ok(Some(dir));
+    }
+    Ok(check_complete(path).is_ok().then(|| path.to_path_buf()))
+}

@@ -4,14 +4,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
+// The vocabulary is pretext-core's (the batch contract); these are its
+// values as the i64 that tensors take.
+
 /// Number of value tokens (0..=40); the size of the token head's output.
-pub const NUM_VALUES: i64 = 41;
+pub const NUM_VALUES: i64 = pretext_core::NUM_VALUES as i64;
 /// Token id of a masked position in `input`.
-pub const MASK_TOKEN: i64 = 41;
+pub const MASK_TOKEN: i64 = pretext_core::MASK_TOKEN as i64;
 /// Token id of a padded position (beyond a row's `length`).
-pub const PAD_TOKEN: i64 = 42;
+pub const PAD_TOKEN: i64 = pretext_core::PAD_TOKEN as i64;
 /// Number of distinct token ids an input may hold (values, MASK, PAD).
-pub const NUM_TOKENS: i64 = 43;
+pub const NUM_TOKENS: i64 = pretext_core::NUM_TOKENS as i64;
 
 /// How token ids become the first feature map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -51,6 +51,38 @@ impl ChannelLinear {
     }
 }
 
+/// The accessors every model over an [`Encoder`] has, written once: a
+/// struct with fields `vs: nn::VarStore` and `encoder: Encoder` gets
+/// `var_store`, `var_store_mut`, `encoder`, `config` and `set_precision`.
+macro_rules! encoder_model_accessors {
+    () => {
+        /// The variables (for checkpoints and the optimiser).
+        pub fn var_store(&self) -> &nn::VarStore {
+            &self.vs
+        }
+
+        /// Mutable access to the variables (loading, `double()`, device moves).
+        pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+            &mut self.vs
+        }
+
+        /// The encoder.
+        pub fn encoder(&self) -> &Encoder {
+            &self.encoder
+        }
+
+        /// The configuration it was built from.
+        pub fn config(&self) -> &ModelConfig {
+            self.encoder.config()
+        }
+
+        /// Compute precision of convolutions and linear layers.
+        pub fn set_precision(&mut self, precision: Precision) {
+            self.encoder.set_precision(precision);
+        }
+    };
+}
+
 /// Encoder plus a 41-way token head (a 1×1 convolution, stored as a linear
 /// layer `token_head.{weight [41, C], bias [41]}`), for masked-step and
 /// next-step pretraining. Owns its `VarStore`: `encoder.*`, `token_head.*`.
@@ -71,30 +103,7 @@ impl PretrainModel {
         Ok(Self { vs, encoder, head })
     }
 
-    /// The variables (for checkpoints and the optimiser).
-    pub fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-
-    /// Mutable access to the variables (loading, `double()`, device moves).
-    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-
-    /// The encoder.
-    pub fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-
-    /// The configuration it was built from.
-    pub fn config(&self) -> &ModelConfig {
-        self.encoder.config()
-    }
-
-    /// Compute precision of convolutions and linear layers.
-    pub fn set_precision(&mut self, precision: Precision) {
-        self.encoder.set_precision(precision);
-    }
+    encoder_model_accessors!();
 
     /// Encoder features.
     ///
@@ -313,34 +322,11 @@ impl Classifier {
         (self.feature_shift.copy(), self.feature_scale.copy())
     }
 
-    /// The variables (for checkpoints and the optimiser).
-    pub fn var_store(&self) -> &nn::VarStore {
-        &self.vs
-    }
-
-    /// Mutable access to the variables.
-    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
-    }
-
-    /// The encoder.
-    pub fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-
-    /// The configuration it was built from.
-    pub fn config(&self) -> &ModelConfig {
-        self.encoder.config()
-    }
+    encoder_model_accessors!();
 
     /// Number of classes `K`.
     pub fn num_classes(&self) -> i64 {
         self.num_classes
-    }
-
-    /// Compute precision of convolutions and linear layers.
-    pub fn set_precision(&mut self, precision: Precision) {
-        self.encoder.set_precision(precision);
     }
 
     /// Copies the encoder variables (`encoder.*`) from a weight file, e.g. a

@@ -36,6 +36,8 @@
 //!   clipping, and flat-gradient access for all-reduce.
 //! - [`checkpoint`] — atomic `step-NNNNNN/` directories and
 //!   [`latest_checkpoint`].
+//! - [`export`] — a checkpoint as safetensors + `config.json` + the PyTorch
+//!   module `pretext_model.py` (`pretext export`).
 //! - [`error`] — [`ModelError`], [`CheckpointError`].
 //!
 //! Variable names (stable checkpoint keys, PyTorch `state_dict` style):
@@ -49,6 +51,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod encoder;
 pub mod error;
+pub mod export;
 pub mod heads;
 mod layers;
 pub mod loss;

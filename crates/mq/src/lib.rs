@@ -15,7 +15,7 @@
 //! - [`MemoryTransport`]: in-process, the embedded default for `pretext demo`
 //!   and for tests that need no broker.
 //!
-//! [`connect`] picks one from a URL: `amqp://…` / `amqps://…` or `memory`.
+//! [`connect()`] picks one from a URL: `amqp://…` / `amqps://…` or `memory`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,19 +45,22 @@
 //! - [`topology`]: [`Topology`] names and bounds the queues of a namespace and
 //!   declares or deletes them; [`QueueSpec`] describes one queue.
 //! - [`transport`]: the [`Transport`], [`Publisher`] and [`Consumer`] traits,
-//!   [`ConsumeOptions`], and [`connect`] from a URL.
+//!   [`ConsumeOptions`].
+//! - `connect`: [`connect()`] from a URL, the one module that knows both
+//!   transports.
 //! - [`backoff`]: bounded exponential backoff shared by reconnects and
 //!   publish retries.
 //! - [`url`]: URL parsing and password redaction for every log and error.
 //! - [`credentials`]: user and password from `PRETEXT_AMQP_USER`,
 //!   `PRETEXT_AMQP_PASSWORD` or `PRETEXT_AMQP_PASSWORD_FILE`, filled into a
-//!   broker URL that has none ([`connect`] does it).
+//!   broker URL that has none ([`connect()`] does it).
 //! - [`memory`]: [`MemoryTransport`], the in-process transport.
 //! - [`rabbit`]: [`RabbitTransport`]: the reconnect supervisor (`link`),
 //!   confirmed publishing (`publish`), consuming (`consume`) and AMQP
 //!   conversions (`convert`).
 
 pub mod backoff;
+mod connect;
 pub mod credentials;
 pub mod error;
 pub mod memory;
@@ -68,13 +71,14 @@ pub mod transport;
 pub mod url;
 
 pub use backoff::Backoff;
+pub use connect::connect;
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{AckError, MqError};
 pub use memory::MemoryTransport;
 pub use message::{Delivery, HeaderValue, Headers, OutMessage};
 pub use rabbit::{CA_FILE_ENV, RabbitConfig, RabbitTransport};
 pub use topology::{DeadLetter, QueueKind, QueueRole, QueueSpec, Topology, TopologyConfig};
-pub use transport::{ConsumeOptions, Consumer, Publisher, SharedTransport, Transport, connect};
+pub use transport::{ConsumeOptions, Consumer, Publisher, SharedTransport, Transport};
 pub use url::redact_url;
 
 /// Largest message body either transport accepts. RabbitMQ 4.x refuses

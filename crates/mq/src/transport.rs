@@ -1,11 +1,9 @@
-//! The transport interface both implementations share, and [`connect`] from a URL.
+//! The transport interface both implementations share; [`crate::connect()`]
+//! opens one from a URL.
 
 use crate::error::MqError;
-use crate::memory::MemoryTransport;
 use crate::message::{Delivery, OutMessage};
-use crate::rabbit::{RabbitConfig, RabbitTransport};
 use crate::topology::{DeadLetter, QueueSpec};
-use crate::url::Endpoint;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -30,8 +28,9 @@ impl Default for ConsumeOptions {
     }
 }
 
-/// A message transport: RabbitMQ ([`RabbitTransport`]) or in-process
-/// ([`MemoryTransport`]), with the same delivery semantics.
+/// A message transport: RabbitMQ ([`RabbitTransport`](crate::RabbitTransport)) or
+/// in-process ([`MemoryTransport`](crate::MemoryTransport)), with the same
+/// delivery semantics.
 ///
 /// Queues are declared through the transport (usually by
 /// [`Topology::declare`](crate::Topology::declare)) before they are consumed:
@@ -108,9 +107,9 @@ pub trait Publisher: Send {
 pub trait Consumer: Send {
     /// The next delivery, waiting for one. `Ok(None)` once the consumer has
     /// ended (queue deleted, transport closed). A consumer of
-    /// [`RabbitTransport`] resumes by itself after the connection is lost:
-    /// it fails only when the broker stays unreachable past the reconnect
-    /// deadline.
+    /// [`RabbitTransport`](crate::RabbitTransport) resumes by itself after
+    /// the connection is lost: it fails only when the broker stays
+    /// unreachable past the reconnect deadline.
     ///
     /// Dropping the consumer returns its unacked deliveries to the queue.
     async fn next(&mut self) -> Result<Option<Delivery>, MqError>;
@@ -126,22 +125,4 @@ pub trait Consumer: Send {
 
     /// The queue consumed.
     fn queue(&self) -> &str;
-}
-
-/// Opens the transport a URL names:
-///
-/// - `amqp://…` or `amqps://…`: a [`RabbitTransport`] with `config`;
-/// - `memory` (or `memory://NAME`): the process-wide [`MemoryTransport`] of
-///   that name, so a producer task and trainer tasks of one process that
-///   connect to the same URL share queues. Callers that want a private one
-///   use [`MemoryTransport::new`].
-///
-/// A broker URL without a password gets the credentials of the environment
-/// (see [`crate::credentials`]).
-pub async fn connect(url: &str, config: RabbitConfig) -> Result<SharedTransport, MqError> {
-    let url = crate::credentials::resolve_url(url)?;
-    match Endpoint::parse(&url)? {
-        Endpoint::Amqp(url) => Ok(Arc::new(RabbitTransport::connect_url(url, config).await?)),
-        Endpoint::Memory(name) => Ok(Arc::new(MemoryTransport::named(&name))),
-    }
 }

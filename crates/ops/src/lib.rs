@@ -16,6 +16,8 @@
 //! - [`server`]: [`MetricsServer`] (binds, serves `/metrics` and
 //!   `/healthz`, stops when dropped) and [`Health`].
 //! - [`names`]: every metric name with its help text ([`names::describe`]).
+//! - [`service`]: the `--metrics-addr` flag ([`MetricsArgs`]), logging set-up
+//!   ([`init_tracing`]) and the shutdown signal ([`shutdown_on_signal`]).
 //! - [`error`]: the error type, [`OpsError`].
 //!
 //! Services record with the `metrics` macros wherever they are; without a
@@ -24,6 +26,8 @@
 pub mod error;
 pub mod names;
 pub mod server;
+pub mod service;
 
 pub use error::OpsError;
 pub use server::{Health, MetricsServer};
+pub use service::{MetricsArgs, init_tracing, shutdown_on_signal};

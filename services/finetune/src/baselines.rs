@@ -73,7 +73,7 @@ const FIT_STEPS: i64 = 300;
 /// the square roots of the frequencies of hashed 2-, 3- and 4-grams (ngram).
 pub fn features(kind: Baseline, values: &[u8]) -> Vec<f32> {
     // The histogram floor's features: value frequencies, then log length.
-    let mut f: Vec<f32> = pretext_core::floor::features(values)
+    let mut f: Vec<f32> = pretext_datasets::floor::features(values)
         .into_iter()
         .map(|x| x as f32)
         .collect();

@@ -120,7 +120,7 @@ impl LabeledData {
     }
 }
 
-pub use pretext_core::sample::{draw_key, stratified_subset};
+pub use pretext_datasets::sample::{draw_key, stratified_subset};
 
 /// The batches of one pass over `examples`: rows in an order shuffled by
 /// `(seed, epoch)` (or kept, when `shuffle` is off), optionally cropped to

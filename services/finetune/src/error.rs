@@ -19,6 +19,9 @@ pub enum FinetuneError {
     /// from `train`, no `valid` or `test` rows).
     #[error("{0}")]
     Data(String),
+    /// The checkpoint records no fine-tuning classes.
+    #[error("{} is not a fine-tuned checkpoint", .0.display())]
+    NotFinetuned(PathBuf),
     /// The pretrained run directory holds no complete checkpoint.
     #[error("no complete checkpoint in {0} (nor in its checkpoints/ subdirectory)")]
     NoCheckpoint(PathBuf),

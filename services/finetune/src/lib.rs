@@ -26,6 +26,7 @@
 //! - [`metrics`]: accuracy, macro-F1, confusion matrix ([`ClassMetrics`]),
 //!   accuracy by length.
 //! - [`train`]: [`run`], the loop, and [`FinetuneReport`].
+//! - [`score`]: a fine-tuned checkpoint scored on test rows ([`score_checkpoint`]).
 //! - [`error`] — the error type, [`FinetuneError`].
 //!
 //! # Run directory
@@ -40,6 +41,7 @@ pub mod data;
 pub mod error;
 pub mod metrics;
 pub mod probe_cache;
+pub mod score;
 pub mod train;
 
 pub use baselines::{Baseline, BaselineReport, run_baseline};
@@ -48,6 +50,7 @@ pub use data::{Example, LabeledData, stratified_subset};
 pub use error::FinetuneError;
 pub use metrics::{ClassMetrics, LengthBand, accuracy_by_length};
 pub use probe_cache::ProbeCache;
+pub use score::{Score, score_checkpoint};
 pub use train::{
     FinetuneReport, METRICS_FILE, build_classifier, resolve_checkpoint, run, run_on, run_on_with,
 };

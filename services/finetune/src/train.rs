@@ -2,17 +2,17 @@
 //! fresh), train for a fixed step budget, evaluate on `valid` at evenly
 //! spaced points keeping the best weights, then score `test`.
 
+mod features;
+mod loops;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pretext_core::batch::Batch;
-use pretext_core::bucket::BucketConfig;
 use pretext_model::checkpoint::MODEL_FILE;
 use pretext_model::tch::{self, Device, Tensor};
 use pretext_model::{
-    AdamW, CheckpointState, Classifier, ModelConfig, latest_checkpoint, read_checkpoint_state,
-    save_checkpoint,
+    AdamW, CheckpointState, Classifier, ModelConfig, read_checkpoint_state, save_checkpoint,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,12 @@ use crate::config::{FinetuneConfig, FinetuneDevice, Pretrained};
 use crate::data::{Example, LabeledData, batches, stratified_subset};
 use crate::error::FinetuneError;
 use crate::metrics::{ClassMetrics, LengthBand, accuracy_by_length};
-use crate::probe_cache::{PooledRows, ProbeCache};
+use crate::probe_cache::ProbeCache;
+use features::calibration_rows_of;
+use loops::{Selection, TrainPlan, restore, train_all, train_probe};
+
+pub use features::{CALIBRATION_ROWS, Prediction, calibrate, predict};
+pub use loops::balanced_weights;
 
 /// File name of the report in the run directory.
 pub const METRICS_FILE: &str = "metrics.json";
@@ -93,16 +98,8 @@ pub struct FinetuneReport {
 /// `path/checkpoints/` (a trainer run directory), else in `path`, else
 /// `path` itself if it is a checkpoint.
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, FinetuneError> {
-    if let Some(dir) = latest_checkpoint(&path.join("checkpoints"))? {
-        return Ok(dir);
-    }
-    if let Some(dir) = latest_checkpoint(path)? {
-        return Ok(dir);
-    }
-    if pretext_model::checkpoint::check_complete(path).is_ok() {
-        return Ok(path.to_path_buf());
-    }
-    Err(FinetuneError::NoCheckpoint(path.to_path_buf()))
+    pretext_model::checkpoint::find_checkpoint(path)?
+        .ok_or_else(|| FinetuneError::NoCheckpoint(path.to_path_buf()))
 }
 
 /// What [`build_classifier`] started from.
@@ -152,342 +149,11 @@ pub fn build_classifier(
     }
 }
 
-/// The tensors of a classify batch: tokens [N, L], lengths `[N]`, labels `[N]`.
-fn tensors(b: &Batch) -> (Tensor, Tensor, Tensor) {
-    let n = b.rows() as i64;
-    let tokens = Tensor::from_slice(&b.input).view([n, b.bucket_len as i64]);
-    let lengths: Vec<i64> = b.lengths.iter().map(|&l| i64::from(l)).collect();
-    let labels: Vec<i64> = b
-        .labels
-        .iter()
-        .map(|l| i64::from(l.expect("classify batches carry labels")))
-        .collect();
-    (
-        tokens,
-        Tensor::from_slice(&lengths),
-        Tensor::from_slice(&labels),
-    )
-}
-
-/// One prediction: (true class, predicted class, sequence length).
-pub type Prediction = (usize, usize, usize);
-
-/// Predictions on `examples`, and the mean cross-entropy.
-pub fn predict(
-    model: &Classifier,
-    examples: &[Example],
-    buckets: &BucketConfig,
-) -> Result<(Vec<Prediction>, f64), FinetuneError> {
-    let refs: Vec<&Example> = examples.iter().collect();
-    let mut out = Vec::with_capacity(examples.len());
-    let mut loss_sum = 0.0;
-    tch::no_grad(|| -> Result<(), FinetuneError> {
-        for b in batches(&refs, buckets, 0, 0, None, false) {
-            let (tokens, lengths, labels) = tensors(&b);
-            let logits = model.forward_t(&tokens, &lengths, false)?; // [N, K]
-            let stats = pretext_model::classification_loss(&logits, &labels)?;
-            loss_sum += stats.sum.double_value(&[]);
-            let pred = Vec::<i64>::try_from(logits.f_argmax(-1, false)?)?;
-            for (r, p) in pred.into_iter().enumerate() {
-                let t = b.labels[r].expect("labeled") as usize;
-                out.push((t, p as usize, b.lengths[r] as usize));
-            }
-        }
-        Ok(())
-    })?;
-    let mean = loss_sum / out.len().max(1) as f64;
-    Ok((out, mean))
-}
-
 /// Least full-batch steps of the linear probe's head.
 pub const PROBE_MIN_STEPS: u64 = 300;
 
 /// Least evaluations on `valid` of a linear probe.
 pub const PROBE_MIN_EVALS: u64 = 15;
-
-/// Train rows (labels unused) whose pooled features set the classifier's
-/// standardisation: the same for every method and label fraction.
-pub const CALIBRATION_ROWS: usize = 256;
-
-/// Standardises the classifier's pooled features with their statistics over
-/// up to [`CALIBRATION_ROWS`] train rows, chosen by a hash of `(seed, id)`
-/// (no label is read, so every label fraction calibrates alike). Returns the
-/// number of rows used.
-pub fn calibrate(
-    model: &mut Classifier,
-    train: &[Example],
-    buckets: &BucketConfig,
-    seed: u64,
-) -> Result<usize, FinetuneError> {
-    let rows: Vec<&Example> = calibration_rows_of(train, seed)
-        .into_iter()
-        .map(|i| &train[i])
-        .collect();
-    if rows.len() < 2 {
-        return Ok(0);
-    }
-    let pooled = tch::no_grad(|| -> Result<Tensor, FinetuneError> {
-        let mut parts = Vec::new();
-        for b in batches(&rows, buckets, 0, 0, None, false) {
-            let (tokens, lengths, _) = tensors(&b);
-            parts.push(model.pooled(&tokens, &lengths, false)?);
-        }
-        Ok(Tensor::cat(&parts, 0))
-    })?;
-    model.calibrate(&pooled)?;
-    Ok(rows.len())
-}
-
-/// Indices of the calibration rows of `train`: the [`CALIBRATION_ROWS`]
-/// with the smallest hash of `(seed, id)`.
-fn calibration_rows_of(train: &[Example], seed: u64) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..train.len()).collect();
-    idx.sort_by_cached_key(|&i| crate::data::draw_key(seed ^ 0xCA11, &train[i].id));
-    idx.truncate(CALIBRATION_ROWS);
-    idx
-}
-
-fn snapshot(model: &Classifier) -> HashMap<String, Tensor> {
-    model
-        .var_store()
-        .variables()
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().copy()))
-        .collect()
-}
-
-fn restore(model: &Classifier, saved: &HashMap<String, Tensor>) -> Result<(), FinetuneError> {
-    tch::no_grad(|| -> Result<(), FinetuneError> {
-        for (name, mut var) in model.var_store().variables() {
-            if let Some(t) = saved.get(&name) {
-                var.f_copy_(t)?;
-            }
-        }
-        Ok(())
-    })
-}
-
-/// The evaluations on `valid` and the best weights so far (by accuracy,
-/// then loss).
-#[derive(Default)]
-struct Selection {
-    history: Vec<ValidPoint>,
-    best: Option<(f64, f64, u64, HashMap<String, Tensor>)>,
-}
-
-impl Selection {
-    fn record(&mut self, model: &Classifier, point: ValidPoint) {
-        tracing::info!(
-            step = point.step,
-            train_loss = point.train_loss,
-            valid_loss = point.valid_loss,
-            valid_accuracy = point.valid_accuracy,
-            "eval"
-        );
-        let (acc, loss, step) = (point.valid_accuracy, point.valid_loss, point.step);
-        self.history.push(point);
-        let better = self
-            .best
-            .as_ref()
-            .is_none_or(|(a, l, _, _)| acc > *a || (acc == *a && loss < *l));
-        if better {
-            self.best = Some((acc, loss, step, snapshot(model)));
-        }
-    }
-}
-
-/// What a training loop works through: the labeled subset, `total` steps,
-/// evaluations on `valid` after the steps in `eval_at`.
-#[derive(Clone, Copy)]
-struct TrainPlan<'a> {
-    subset: &'a [&'a Example],
-    /// Their indices in `data.train`.
-    subset_idx: &'a [usize],
-    /// A probe's features of every row, when cached.
-    cached: Option<&'a PooledRows>,
-    /// Whole-row lengths by id (the length feature of crops).
-    row_lengths: &'a HashMap<&'a str, i64>,
-    /// Per-class loss weights, `[K]`, or none.
-    weights: Option<&'a Tensor>,
-    data: &'a LabeledData,
-    config: &'a FinetuneConfig,
-    total: u64,
-    eval_at: &'a [u64],
-}
-
-/// Fine-tuning with every weight training: `total` steps over batches of the
-/// subset (crops if configured). Returns (steps, real tokens trained on).
-fn train_all(
-    model: &Classifier,
-    opt: &mut AdamW,
-    plan: &TrainPlan<'_>,
-    sel: &mut Selection,
-) -> Result<(u64, u64), FinetuneError> {
-    let (mut step, mut epoch, mut tokens) = (0u64, 0u32, 0u64);
-    let (mut loss_acc, mut loss_n) = (0.0, 0u64);
-    loop {
-        for b in batches(
-            plan.subset,
-            &plan.config.buckets,
-            epoch,
-            plan.config.seed,
-            plan.config.train_crop,
-            true,
-        ) {
-            if plan.config.cancel.is_set() {
-                return Err(FinetuneError::Cancelled);
-            }
-            let (tok, len, lab) = tensors(&b);
-            let rows: Vec<i64> = b
-                .seq_ids
-                .iter()
-                .map(|id| plan.row_lengths.get(id.as_str()).copied().unwrap_or(0))
-                .collect();
-            let pooled = model.pooled_crops(&tok, &len, &Tensor::from_slice(&rows), true)?;
-            let loss = weighted_loss(&model.logits_from_pooled(&pooled, true), &lab, plan.weights)?;
-            opt.zero_grad();
-            loss.backward();
-            opt.step()?;
-            step += 1;
-            tokens += b.stats().real_tokens;
-            loss_acc += loss.double_value(&[]);
-            loss_n += 1;
-            if plan.eval_at.contains(&step) {
-                let (pred, valid_loss) = predict(model, &plan.data.valid, &plan.config.buckets)?;
-                sel.record(
-                    model,
-                    ValidPoint {
-                        step,
-                        train_loss: loss_acc / loss_n.max(1) as f64,
-                        valid_loss,
-                        valid_accuracy: accuracy(&pred),
-                    },
-                );
-                (loss_acc, loss_n) = (0.0, 0);
-            }
-            if step >= plan.total {
-                return Ok((step, tokens));
-            }
-        }
-        epoch += 1;
-    }
-}
-
-/// The linear probe: the frozen encoder's pooled features of the subset and
-/// of `valid` are computed once (whole sequences), and the head trains on
-/// them full-batch for `total` steps. Returns (steps, real tokens encoded).
-fn train_probe(
-    model: &Classifier,
-    opt: &mut AdamW,
-    plan: &TrainPlan<'_>,
-    sel: &mut Selection,
-) -> Result<(u64, u64), FinetuneError> {
-    let valid: Vec<&Example> = plan.data.valid.iter().collect();
-    let ((x, y), (xv, yv)) = match plan.cached {
-        Some(f) => {
-            let idx: Vec<i64> = plan.subset_idx.iter().map(|&i| i as i64).collect();
-            let labels = |rows: &[&Example]| {
-                Tensor::from_slice(&rows.iter().map(|e| e.class as i64).collect::<Vec<_>>())
-            };
-            (
-                (
-                    f.train.f_index_select(0, &Tensor::from_slice(&idx))?,
-                    labels(plan.subset),
-                ),
-                (f.valid.shallow_clone(), labels(&valid)),
-            )
-        }
-        None => (
-            pooled_features(model, plan.subset, &plan.config.buckets)?,
-            pooled_features(model, &valid, &plan.config.buckets)?,
-        ),
-    };
-    let tokens: u64 = plan.subset.iter().map(|e| e.values.len() as u64).sum();
-    let (mut loss_acc, mut loss_n) = (0.0, 0u64);
-    for step in 1..=plan.total {
-        if plan.config.cancel.is_set() {
-            return Err(FinetuneError::Cancelled);
-        }
-        let loss = weighted_loss(&model.logits_from_pooled(&x, true), &y, plan.weights)?;
-        opt.zero_grad();
-        loss.backward();
-        opt.step()?;
-        loss_acc += loss.double_value(&[]);
-        loss_n += 1;
-        if plan.eval_at.contains(&step) {
-            let (valid_loss, valid_accuracy) = tch::no_grad(|| -> Result<_, FinetuneError> {
-                let logits = model.logits_from_pooled(&xv, false);
-                let stats = pretext_model::classification_loss(&logits, &yv)?;
-                let right = logits.f_argmax(-1, false)?.f_eq_tensor(&yv)?;
-                let right = right.f_sum(tch::Kind::Int64)?.int64_value(&[]);
-                Ok((
-                    stats.sum.double_value(&[]) / stats.count.max(1) as f64,
-                    right as f64 / stats.count.max(1) as f64,
-                ))
-            })?;
-            sel.record(
-                model,
-                ValidPoint {
-                    step,
-                    train_loss: loss_acc / loss_n.max(1) as f64,
-                    valid_loss,
-                    valid_accuracy,
-                },
-            );
-            (loss_acc, loss_n) = (0.0, 0);
-        }
-    }
-    Ok((plan.total, tokens))
-}
-
-/// Pooled features [N, C] (eval mode, whole sequences, no gradient) and
-/// labels `[N]` of `examples`.
-fn pooled_features(
-    model: &Classifier,
-    examples: &[&Example],
-    buckets: &BucketConfig,
-) -> Result<(Tensor, Tensor), FinetuneError> {
-    tch::no_grad(|| -> Result<(Tensor, Tensor), FinetuneError> {
-        let (mut xs, mut ys) = (Vec::new(), Vec::new());
-        for b in batches(examples, buckets, 0, 0, None, false) {
-            let (tokens, lengths, labels) = tensors(&b);
-            xs.push(model.pooled(&tokens, &lengths, false)?);
-            ys.push(labels);
-        }
-        Ok((Tensor::f_cat(&xs, 0)?, Tensor::f_cat(&ys, 0)?))
-    })
-}
-
-/// Mean cross-entropy of `logits` [N, K] against `labels` `[N]`, each
-/// row weighted by its class's weight when `weights` ([K]) is given (the
-/// mean is then over the weights, as PyTorch's weighted mean is).
-fn weighted_loss(
-    logits: &Tensor,
-    labels: &Tensor,
-    weights: Option<&Tensor>,
-) -> Result<Tensor, FinetuneError> {
-    let labels = labels.f_to_device(logits.device())?;
-    let logits = logits.f_to_kind(tch::Kind::Float)?;
-    let w = weights.map(|w| w.to_device(logits.device()));
-    Ok(logits.f_cross_entropy_loss(&labels, w.as_ref(), tch::Reduction::Mean, -100, 0.0)?)
-}
-
-/// Class weights `n / (K × n_c)` of a subset with `per_class` rows per
-/// class (a class without rows gets weight 0).
-pub fn balanced_weights(per_class: &[usize]) -> Vec<f32> {
-    let n: usize = per_class.iter().sum();
-    let k = per_class.len();
-    per_class
-        .iter()
-        .map(|&c| {
-            if c == 0 {
-                0.0
-            } else {
-                n as f32 / (k * c) as f32
-            }
-        })
-        .collect()
-}
 
 /// Mean and standard deviation of the log lengths of `rows`.
 fn log_length_stats(rows: &[Example]) -> (f64, f64) {
@@ -499,11 +165,6 @@ fn log_length_stats(rows: &[Example]) -> (f64, f64) {
     let mean = logs.iter().sum::<f64>() / n;
     let var = logs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
     (mean, var.sqrt())
-}
-
-/// Fraction of predictions that are right.
-fn accuracy(pred: &[Prediction]) -> f64 {
-    pred.iter().filter(|(t, p, _)| t == p).count() as f64 / pred.len().max(1) as f64
 }
 
 /// Runs one fine-tuning job and writes `RUN_DIR/metrics.json` (and the

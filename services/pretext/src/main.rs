@@ -36,9 +36,6 @@ enum Command {
     Launch(cmd::launch::Args),
     /// Check a run: published vs applied batches, missing, applied twice.
     Audit(cmd::audit::Args),
-    /// Benchmarks (the Rust side of bench/).
-    #[command(subcommand)]
-    Bench(cmd::bench::Bench),
     /// Fine-tune a pretrained encoder (or none: the baseline) on labeled rows; report on test.
     Finetune(cmd::finetune::Args),
     /// The grid {none, masked, next} × label fractions × seeds, with report and plots.
@@ -62,7 +59,7 @@ fn main() -> std::process::ExitCode {
     } else {
         "info"
     };
-    pretext_cli::init_tracing(cli.log_json, default_level);
+    pretext_ops::init_tracing(cli.log_json, default_level);
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::GenData(a) => cmd::gen_data::run(a),
@@ -73,7 +70,6 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => cmd::train::run(a),
         Command::Launch(a) => cmd::launch::run(a),
         Command::Audit(a) => cmd::audit::run(a),
-        Command::Bench(b) => cmd::bench::run(b),
         Command::Finetune(a) => cmd::finetune::run(a),
         Command::Experiment(a) => cmd::experiment::run(a),
         Command::Export(a) => cmd::export::run(a),

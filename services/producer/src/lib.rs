@@ -16,6 +16,7 @@
 //! the control stream. A producer that dies mid-task leaves the task to be
 //! redelivered; the redo publishes the same batches with the same ids.
 
+pub mod cli;
 pub mod config;
 pub mod plan;
 pub mod work;

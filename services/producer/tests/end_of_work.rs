@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pretext_core::manifest::read_manifests;
 use pretext_core::split::Split;
-use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::task::Task;
+use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_mq::{
     ConsumeOptions, Consumer, DeadLetter, Delivery, MemoryTransport, MqError, OutMessage,
     Publisher, QueueSpec, RabbitConfig, SharedTransport, Topology, Transport,

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::task::Task;
+use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_mq::{MemoryTransport, SharedTransport, Topology};
 use pretext_producer::ProducerConfig;
 use pretext_producer::plan::ensure_plan;

@@ -64,13 +64,13 @@ pub enum SchedulerError {
     },
     /// Writing the replay sample failed.
     #[error("replay sample: {0}")]
-    Sample(#[from] pretext_core::sample::SampleError),
+    Sample(#[from] pretext_datasets::DatasetError),
     /// Reading the rows of registered files failed.
     #[error(transparent)]
     Input(#[from] pretext_core::input::InputError),
     /// Pretraining (producer or trainer) failed.
     #[error("pretraining: {0}")]
-    Pretrain(#[from] pretext_trainer::in_process::InProcessError),
+    Pretrain(#[from] pretext_pipeline::InProcessError),
     /// Starting from the promoted checkpoint failed.
     #[error("continuing from the promoted checkpoint: {0}")]
     Continue(#[from] pretext_trainer::TrainError),

@@ -156,7 +156,7 @@ impl LeaseKeeper {
         let every = Duration::from_secs((ttl_secs / 3).max(1) as u64);
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                let result = crate::registry::connect(&path)
+                let result = crate::db::connect(&path)
                     .and_then(|c| renew(&c, RETRAIN_LEASE, &holder, ttl_secs, unix_now()));
                 match result {
                     Ok(()) => {}
@@ -228,7 +228,7 @@ mod tests {
 
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::registry::connect(&dir.path().join("r.sqlite")).unwrap();
+        let conn = crate::db::connect(&dir.path().join("r.sqlite")).unwrap();
         (dir, conn)
     }
 
@@ -294,7 +294,7 @@ mod tests {
     fn the_keeper_renews_while_it_lives() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.sqlite");
-        let mut c = crate::registry::connect(&path).unwrap();
+        let mut c = crate::db::connect(&path).unwrap();
         let me = new_holder();
         acquire(&mut c, RETRAIN_LEASE, &me, 3, unix_now() - 100).unwrap();
         let before = current(&c, RETRAIN_LEASE).unwrap().unwrap().1;

@@ -19,6 +19,7 @@
 //! # Layout
 //! - [`config`]: [`SchedulerConfig`], every setting with its default.
 //! - [`status`]: [`RunStatus`], the run state machine.
+//! - [`db`]: opening the registry's SQLite file, and its schema.
 //! - [`registry`]: the SQLite registry (files, sightings, runs, models).
 //! - [`lease`]: the lease row that keeps two schedulers off one retrain.
 //! - [`inbox`]: listing and fetching inbox files (local or `object_store`).
@@ -43,6 +44,7 @@
 //!   `finetune/` (the candidate's `metrics.json` and checkpoint).
 
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod inbox;
 pub mod lease;

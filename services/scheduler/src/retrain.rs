@@ -18,14 +18,11 @@
 use std::path::{Path, PathBuf};
 
 use pretext_core::bucket::{BucketConfig, geometric_edges};
-use pretext_core::sample::write_train_sample;
 use pretext_core::task::Task;
-use pretext_finetune::{ClassMetrics, Example, FinetuneConfig, LabeledData, Pretrained};
-use pretext_model::checkpoint::MODEL_FILE;
-use pretext_model::heads::Classifier;
-use pretext_model::tch::Device;
-use pretext_model::{AdamWConfig, CheckpointState, ModelConfig, read_checkpoint_state};
-use pretext_trainer::in_process::{PretrainSpec, continue_from, run_in_process};
+use pretext_datasets::sample::write_train_sample;
+use pretext_finetune::{FinetuneConfig, LabeledData, Pretrained, score_checkpoint};
+use pretext_model::AdamWConfig;
+use pretext_pipeline::{PretrainSpec, continue_from, run_in_process};
 use rusqlite::params;
 
 use crate::config::SchedulerConfig;
@@ -144,11 +141,11 @@ impl Stage<'_> {
         if !self.cfg.broker.trim().starts_with("memory") {
             let t = pretext_mq::connect(&self.cfg.broker, pretext_mq::RabbitConfig::default())
                 .await
-                .map_err(pretext_trainer::in_process::InProcessError::from)?;
+                .map_err(pretext_pipeline::InProcessError::from)?;
             pretext_mq::Topology::new(&ns)
                 .delete(&*t)
                 .await
-                .map_err(pretext_trainer::in_process::InProcessError::from)?;
+                .map_err(pretext_pipeline::InProcessError::from)?;
             let _ = t.close().await;
         }
         let summary = run_in_process(&self.cfg.broker, producer, trainer).await?;
@@ -245,7 +242,7 @@ impl Stage<'_> {
             edges: edges(self.cfg),
             max_tokens: 16_384,
         };
-        let score = score(Path::new(&candidate.checkpoint), &data, &buckets)?;
+        let score = score_checkpoint(Path::new(&candidate.checkpoint), &data, &buckets)?;
         let baseline = match self.reg.promoted_model()? {
             Some(m) => Some((m.id, score_of(&m.checkpoint, &data, &buckets)?)),
             None => None,
@@ -301,62 +298,8 @@ fn edges(cfg: &SchedulerConfig) -> Vec<usize> {
     geometric_edges(512, cfg.validation.max_len.max(512), 2.0)
 }
 
-/// A model's score on the test rows.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Score {
-    /// Fraction of the test rows classified right (rows of a class the
-    /// model does not know count as wrong).
-    pub accuracy: f64,
-    /// Macro-F1 over the model's classes.
-    pub macro_f1: f64,
-    /// Test rows.
-    pub rows: usize,
-}
-
 fn score_of(checkpoint: &str, data: &LabeledData, b: &BucketConfig) -> Result<f64, SchedulerError> {
-    Ok(score(Path::new(checkpoint), data, b)?.accuracy)
-}
-
-/// Scores the fine-tuned checkpoint `dir` on `data.test`, matching classes
-/// by name (the classes of the data may have grown since it was trained).
-pub fn score(
-    dir: &Path,
-    data: &LabeledData,
-    buckets: &BucketConfig,
-) -> Result<Score, SchedulerError> {
-    let state: CheckpointState = read_checkpoint_state(dir)?;
-    let classes: Vec<String> = state
-        .training
-        .pointer("/report/classes")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .ok_or_else(|| {
-            SchedulerError::Corrupt(format!("{} is not a fine-tuned checkpoint", dir.display()))
-        })?;
-    let model_cfg: ModelConfig = state.model;
-    let mut model = Classifier::new(&model_cfg, classes.len() as i64, Device::Cpu)?;
-    model
-        .var_store_mut()
-        .load(dir.join(MODEL_FILE))
-        .map_err(pretext_model::ModelError::from)?;
-    let known: Vec<Example> = data
-        .test
-        .iter()
-        .filter_map(|e| {
-            let name = data.classes[e.class].to_string();
-            classes
-                .iter()
-                .position(|c| *c == name)
-                .map(|class| Example { class, ..e.clone() })
-        })
-        .collect();
-    let (pred, _) = pretext_finetune::train::predict(&model, &known, buckets)?;
-    let right = pred.iter().filter(|(t, p, _)| t == p).count();
-    let metrics = ClassMetrics::from_pairs(classes.len(), pred.iter().map(|&(t, p, _)| (t, p)));
-    Ok(Score {
-        accuracy: right as f64 / data.test.len().max(1) as f64,
-        macro_f1: metrics.macro_f1,
-        rows: data.test.len(),
-    })
+    Ok(score_checkpoint(Path::new(checkpoint), data, b)?.accuracy)
 }
 
 /// Writes the replay sample of run `run`: a `replay_fraction` of the valid

@@ -31,9 +31,9 @@
 //! - [`metrics`]: `RUN_DIR/metrics.jsonl`, one line per step.
 //! - [`mod@audit`]: manifests joined with checkpoints (`pretext audit`).
 //! - [`error`]: the error type, [`TrainError`].
-//! - [`in_process`]: producer and trainer on one transport in one process
-//!   ([`in_process::pretrain_with`]), and [`in_process::continue_from`] to
-//!   start a run from another run's checkpoint.
+//!
+//! Producer and trainer in one process (the demo, the experiment, the
+//! scheduler) live a level up, in `pretext-pipeline`.
 //!
 //! # Run directory
 //! - `checkpoints/step-NNNNNN/` (`model.safetensors`, `optimizer.safetensors`,
@@ -50,7 +50,6 @@ pub mod config;
 pub mod control;
 pub mod dead;
 pub mod error;
-pub mod in_process;
 pub mod metrics;
 pub mod step;
 pub mod trainer;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use pretext_core::trivial::TrivialAccuracy;
+use pretext_datasets::trivial::TrivialAccuracy;
 
 use crate::error::TrainError;
 
@@ -106,13 +106,13 @@ impl TaskScore {
         }
     }
 
-    /// Whether the model is within [`pretext_core::trivial::TRIVIAL_MARGIN`]
+    /// Whether the model is within [`pretext_datasets::trivial::TRIVIAL_MARGIN`]
     /// of the best trivial predictor.
     pub fn is_trivial(&self) -> bool {
         self.trivial.is_trivial_for(self.accuracy)
     }
 
-    /// Whether the model is within [`pretext_core::trivial::WEAK_MARGIN`]
+    /// Whether the model is within [`pretext_datasets::trivial::WEAK_MARGIN`]
     /// of the best trivial predictor.
     pub fn is_weak(&self) -> bool {
         self.trivial.is_weak_for(self.accuracy)

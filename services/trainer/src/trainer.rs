@@ -7,33 +7,30 @@
 //! lacks, and the union of the checkpoints' applied ids says what the model
 //! has seen.
 
+mod checkpoint;
 mod parallel;
+mod start;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use pretext_core::batch::{DecodedBatch, decode};
-use pretext_model::{
-    AdamW, CheckpointState, PretrainModel, latest_checkpoint, load_checkpoint,
-    read_checkpoint_state,
-};
+use pretext_datasets::trivial::BatchTrivial;
 use pretext_mq::{ConsumeOptions, Consumer, Delivery, SharedTransport, Topology};
 use pretext_ops::names;
 use serde::Serialize;
 use tracing::instrument;
 
-use crate::checkpoints::{AppliedHistory, TrainingState};
-use crate::config::{TrainerConfig, check_direction};
+use crate::checkpoints::AppliedHistory;
+use crate::config::TrainerConfig;
 use crate::control::{ControlWatch, Streams};
 use crate::error::TrainError;
 use crate::metrics::{MetricsWriter, StepMetrics, metrics_file};
 use crate::step::{Learner, is_batch_error};
-
-/// How long the end-of-run drain waits for further deliveries.
-const DRAIN_WAIT: Duration = Duration::from_millis(500);
+use start::{build_learner, progress_bar};
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -241,89 +238,6 @@ pub async fn run_with_transport(
         });
     }
     Ok(session.finish(stop))
-}
-
-/// The learner a run starts with.
-struct Start {
-    learner: Learner,
-    resumed_from: Option<u64>,
-    checkpoint: Option<PathBuf>,
-    tokens_seen: u64,
-}
-
-/// Resumes from the newest complete checkpoint, or builds a fresh model.
-fn build_learner(config: &TrainerConfig) -> Result<Start, TrainError> {
-    let device = config.device.device()?;
-    if let Some(n) = config.threads {
-        pretext_model::tch::set_num_threads(n as i32);
-    }
-    let Some(path) = latest_checkpoint(&config.checkpoint_dir())? else {
-        let mut learner = Learner::fresh(
-            &config.model,
-            config.optimizer,
-            config.seed,
-            device,
-            config.threads,
-        )?;
-        learner.model.set_precision(config.precision);
-        return Ok(Start {
-            learner,
-            resumed_from: None,
-            checkpoint: None,
-            tokens_seen: 0,
-        });
-    };
-    let state: CheckpointState<TrainingState> = read_checkpoint_state(&path)?;
-    if state.training.task != config.task {
-        return Err(TrainError::Config(format!(
-            "{} holds a `{}` run; this trainer is for `{}`",
-            path.display(),
-            state.training.task,
-            config.task
-        )));
-    }
-    if state.model != config.model {
-        tracing::warn!(checkpoint = ?state.model, given = ?config.model, "model flags differ from the checkpoint's; resuming with the checkpoint's");
-    }
-    if state.training.optimizer != config.optimizer {
-        tracing::warn!(checkpoint = ?state.training.optimizer, given = ?config.optimizer, "optimizer settings differ from the checkpoint's; using the given ones");
-    }
-    check_direction(config.task, &state.model)?;
-    let mut model = PretrainModel::new(&state.model, device)?;
-    model.set_precision(config.precision);
-    let mut optimizer = AdamW::new(model.var_store(), config.optimizer);
-    let state: CheckpointState<TrainingState> =
-        load_checkpoint(&path, model.var_store_mut(), Some(&mut optimizer))?;
-    if optimizer.step_count() != state.step {
-        return Err(TrainError::Config(format!(
-            "{}: optimizer state at step {}, checkpoint at step {}",
-            path.display(),
-            optimizer.step_count(),
-            state.step
-        )));
-    }
-    tracing::info!(checkpoint = %path.display(), step = state.step, "resuming");
-    let learner = Learner {
-        model,
-        optimizer,
-        rng: state.rng,
-        threads: config.threads,
-    };
-    Ok(Start {
-        learner,
-        resumed_from: Some(state.step),
-        checkpoint: Some(path),
-        tokens_seen: state.training.tokens_seen,
-    })
-}
-
-fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    let style =
-        ProgressStyle::with_template("{spinner} batches {pos}/{len} {elapsed_precise} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    bar.set_style(style);
-    bar
 }
 
 /// Counters for the summary.
@@ -649,157 +563,6 @@ impl Session {
         }
         self.counts.rejected += 1;
         metrics::counter!(names::TRAINER_REJECTED).increment(1);
-    }
-
-    /// Writes a checkpoint of everything applied so far, then acks the
-    /// deliveries it covers. Nothing to do without pending batches.
-    ///
-    /// Data parallel, every rank calls it at the same step: rank 0 writes
-    /// (the pending ids are every rank's), then the ranks agree that it is
-    /// durable and that their parameters are identical, and only then each
-    /// acks its own deliveries.
-    async fn checkpoint(&mut self) -> Result<(), TrainError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        if self.dist.is_some() {
-            return self.checkpoint_parallel().await;
-        }
-        let learner = self.learner.take().expect("learner present");
-        let state = self.checkpoint_state(&learner);
-        let dir = self.config.checkpoint_dir();
-        let keep = self.config.keep_checkpoints;
-        let (learner, saved) = tokio::task::spawn_blocking(move || {
-            let saved = crate::checkpoints::write_checkpoint(
-                &dir,
-                learner.model.var_store(),
-                &learner.optimizer,
-                &state,
-                keep,
-            )
-            .map(|path| (path, state.step));
-            (learner, saved)
-        })
-        .await
-        .map_err(|e| TrainError::Panic(e.to_string()))?;
-        self.learner = Some(learner);
-        let (path, step) = saved?;
-        self.checkpoint_durable(path, step, None).await;
-        Ok(())
-    }
-
-    /// What a checkpoint of `learner` now records.
-    fn checkpoint_state(&self, learner: &Learner) -> CheckpointState<TrainingState> {
-        let training = TrainingState {
-            task: self.config.task,
-            seed: self.config.seed,
-            optimizer: *learner.optimizer.config(),
-            tokens_seen: self.tokens_seen,
-            // The ledger holds the earlier checkpoints' ids.
-            earlier_applied: BTreeMap::new(),
-        };
-        let mut state = CheckpointState::new(
-            learner.optimizer.step_count(),
-            *learner.model.config(),
-            training,
-        );
-        state.rng = learner.rng;
-        state.world_size = self.dist.as_ref().map_or(1, parallel::Dist::world);
-        state.applied_batch_ids = self.pending.clone();
-        state
-    }
-
-    /// After a durable checkpoint at `step`: records its ids, acks the held
-    /// deliveries, logs.
-    async fn checkpoint_durable(&mut self, path: PathBuf, step: u64, digest: Option<String>) {
-        // Durable: now the broker may forget these batches.
-        let batches = self.pending.len();
-        self.pending_steps = 0;
-        self.history.add(step, std::mem::take(&mut self.pending));
-        let (mut acked, mut failed) = (0u64, 0);
-        for delivery in std::mem::take(&mut self.held).into_values().flatten() {
-            let id = delivery.message_id().to_owned();
-            match delivery.ack().await {
-                Ok(()) => acked += 1,
-                Err(err) => {
-                    failed += 1;
-                    tracing::debug!(id, error = %err, "ack failed");
-                }
-            }
-        }
-        metrics::counter!(names::TRAINER_BATCHES_ACKED).increment(acked);
-        if self.dist.as_ref().is_none_or(|d| d.rank() == 0) {
-            metrics::counter!(names::TRAINER_CHECKPOINTS).increment(1);
-        }
-        if failed > 0 {
-            tracing::warn!(
-                failed,
-                "acks failed after the checkpoint; those batches will be redelivered and skipped"
-            );
-        }
-        self.held_count = 0;
-        self.pending_since = None;
-        self.idle_since = Instant::now();
-        match digest {
-            Some(params_hash) => {
-                let rank = self.dist.as_ref().map_or(0, parallel::Dist::rank);
-                tracing::info!(step, rank, batches, params_hash, loss = ?self.counts.last_loss, path = %path.display(), "checkpoint written");
-            }
-            None => {
-                tracing::info!(step, batches, loss = ?self.counts.last_loss, path = %path.display(), "checkpoint written");
-            }
-        }
-        self.last_checkpoint = Some(path);
-    }
-
-    /// After the end of the data: acks redeliveries of applied batches that
-    /// are still queued (a crash between a checkpoint and its acks leaves
-    /// them), waiting briefly for each.
-    async fn drain(&mut self, consumer: &mut dyn Consumer) {
-        while let Ok(Ok(Some(delivery))) = tokio::time::timeout(DRAIN_WAIT, consumer.next()).await {
-            if !self.applied.contains(delivery.message_id()) {
-                // Not ours to apply now; dropping it returns it to the queue.
-                tracing::info!(
-                    id = delivery.message_id(),
-                    "an unknown batch is queued after the end of the data; left in the queue"
-                );
-                break;
-            }
-            self.counts.skipped += 1;
-            metrics::counter!(names::TRAINER_DUPLICATES).increment(1);
-            if let Err(err) = delivery.ack().await {
-                tracing::debug!(error = %err, "ack of a drained duplicate failed");
-            }
-        }
-    }
-
-    fn finish(self, stop: StopReason) -> TrainSummary {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-        let summary = TrainSummary {
-            stop,
-            step: self.step_count(),
-            resumed_from: self.resumed_from,
-            applied: self.counts.applied,
-            applied_total: self.applied.len() as u64,
-            skipped_duplicates: self.counts.skipped,
-            rejected: self.counts.rejected,
-            last_checkpoint: self.last_checkpoint,
-            last_loss: self.counts.last_loss,
-            world_size: self.dist.as_ref().map_or(1, parallel::Dist::world),
-            rank: self.dist.as_ref().map_or(0, parallel::Dist::rank),
-            comm_secs: self.dist.as_ref().map_or(0.0, |d| d.comm_secs),
-        };
-        tracing::info!(
-            ?stop,
-            step = summary.step,
-            applied = summary.applied,
-            skipped = summary.skipped_duplicates,
-            rejected = summary.rejected,
-            "trainer stopped"
-        );
-        summary
     }
 }
 

@@ -10,15 +10,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use pretext_core::floor::{features, histogram_floor};
 use pretext_core::input::{ValidatingReader, discover};
 use pretext_core::report::validate_paths;
 use pretext_core::split::Split;
-use pretext_core::synth::{SynthConfig, generate};
 use pretext_core::validate::{IdRegistry, ValidationConfig};
-use pretext_trainer::in_process::PretrainSpec;
+use pretext_datasets::floor::{features, histogram_floor};
+use pretext_datasets::synth::{SynthConfig, generate};
+use pretext_pipeline::PretrainSpec;
 
-use super::experiment::{
+use pretext_experiment::{
     Budget, Grid, Protocol, markdown_table, parse_fraction, run_grid, write_outputs,
 };
 
@@ -43,15 +43,8 @@ pub struct Args {
     /// gain; two took 790 s.
     #[arg(long, default_value_t = 1)]
     pub epochs: u32,
-    /// Model width.
-    #[arg(long, default_value_t = 64)]
-    pub width: i64,
-    /// Residual blocks.
-    #[arg(long, default_value_t = 6)]
-    pub depth: usize,
-    /// libtorch threads (of each rank with `--trainers`).
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Data-parallel pretraining ranks: more than 1 starts that many
     /// `pretext train` processes that all-reduce gradients over c10d (Gloo
     /// on CPU) and consume the batches this process publishes; needs
@@ -71,7 +64,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_parser = parse_fraction, default_value = "1/class,0.1,1")]
     pub label_fractions: Vec<f64>,
     #[command(flatten)]
-    pub targets: pretext_cli::TargetArgs,
+    pub targets: pretext_producer::cli::TargetArgs,
 }
 
 /// Runs the demo.
@@ -131,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // fine-tuning and probing from each encoder and from none, and the
     // classical baselines, at several label fractions and seeds.
     let (mask, stats) = args.targets.resolve(std::slice::from_ref(&data), vcfg)?;
-    super::experiment::print_targets(&mask, stats.as_ref());
+    pretext_experiment::print_targets(&mask, stats.as_ref());
     let grid = Grid {
         data: vec![data.clone()],
         out: args.out.clone(),
@@ -142,9 +135,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         spec: PretrainSpec {
             broker: args.broker.clone(),
             epochs: args.epochs,
-            width: args.width,
-            depth: args.depth,
-            threads: args.threads,
+            width: args.model.width(),
+            depth: args.model.depth,
+            threads: args.model.threads(),
             seed: args.seed,
             mask,
         },
@@ -156,9 +149,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             evals: 4,
             lr: 2e-3,
             train_crop: Some(1024),
-            width: args.width,
-            depth: args.depth,
-            threads: args.threads,
+            width: args.model.width(),
+            depth: args.model.depth,
+            threads: args.model.threads(),
             validation: vcfg,
         },
         run_stats: stats,
@@ -179,10 +172,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     write_outputs(&grid, &outcome, "pretext demo")?;
-    let summary = super::experiment::stats::summarise(&outcome.records);
+    let summary = pretext_experiment::stats::summarise(&outcome.records);
     println!("\n{}", markdown_table(&outcome.records));
-    println!("{}", super::experiment::report::comparison_table(&summary));
-    println!("{}", super::experiment::report::verdict_line(&summary));
+    println!("{}", pretext_experiment::report::comparison_table(&summary));
+    println!("{}", pretext_experiment::report::verdict_line(&summary));
     println!("report: {}", args.out.join("report.md").display());
     println!(
         "done in {:.0} s; everything is under {}",
@@ -196,7 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn describe(
     data: &Path,
     vcfg: ValidationConfig,
-) -> anyhow::Result<pretext_core::floor::FloorReport> {
+) -> anyhow::Result<pretext_datasets::floor::FloorReport> {
     let (mut train, mut test) = (Vec::new(), Vec::new());
     let mut ids = IdRegistry::default();
     for f in discover(&[data.to_path_buf()])? {

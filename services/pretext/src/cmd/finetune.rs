@@ -54,15 +54,8 @@ pub struct Args {
     /// whole sequences).
     #[arg(long)]
     pub train_crop: Option<usize>,
-    /// Width of the baseline's model (`--pretrained none` only).
-    #[arg(long, default_value_t = 64)]
-    pub width: i64,
-    /// Depth of the baseline's model (`--pretrained none` only).
-    #[arg(long, default_value_t = 6)]
-    pub depth: usize,
-    /// libtorch intra-op threads.
-    #[arg(long, env = "PRETEXT_THREADS")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Leave out the batch normalisation of the pooled features before the
     /// head (for comparison; on by default).
     #[arg(long)]
@@ -88,8 +81,8 @@ impl Args {
             evals: self.evals,
             seed: self.seed,
             model: ModelConfig {
-                width: self.width,
-                depth: self.depth,
+                width: self.model.width(),
+                depth: self.model.depth,
                 ..ModelConfig::default()
             },
             optimizer,
@@ -99,7 +92,7 @@ impl Args {
             },
             train_crop: self.train_crop,
             validation: self.limits.config(),
-            threads: self.threads,
+            threads: self.model.threads,
             feature_norm: !self.no_feature_norm,
             ..d
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pretext_core::synth::{SynthConfig, generate};
+use pretext_datasets::synth::{SynthConfig, generate};
 
 /// Arguments of `pretext gen-data`.
 #[derive(Debug, clap::Args)]

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pretext_core::genomes::{GenomesConfig, import};
 use pretext_core::split::Split;
+use pretext_datasets::genomes::{GenomesConfig, import};
 
 /// Arguments of `pretext import-genomes`.
 #[derive(Debug, clap::Args)]

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pretext_core::floor::{FloorReport, features, histogram_floor};
 use pretext_core::input::{ValidatingReader, discover};
 use pretext_core::split::Split;
 use pretext_core::task::Task;
-use pretext_core::trivial::{RunStats, TrivialAccuracy, run_stats, trivial_for_task};
 use pretext_core::validate::{IdRegistry, Label};
+use pretext_datasets::floor::{FloorReport, features, histogram_floor};
+use pretext_datasets::trivial::{RunStats, TrivialAccuracy, run_stats, trivial_for_task};
 use serde::Serialize;
 
 use super::LimitArgs;
@@ -29,7 +29,7 @@ pub struct Args {
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
-    pub targets: pretext_cli::TargetArgs,
+    pub targets: pretext_producer::cli::TargetArgs,
 }
 
 /// Train rows the trivial predictors are scored on.
@@ -171,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 100.0 * a.copy_previous,
                 100.0 * a.copy_nearest,
                 100.0 * a.most_frequent,
-                100.0 * (a.best() + pretext_core::trivial::TRIVIAL_MARGIN)
+                100.0 * (a.best() + pretext_datasets::trivial::TRIVIAL_MARGIN)
             );
         }
     }

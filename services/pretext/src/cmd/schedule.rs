@@ -54,15 +54,8 @@ pub struct Args {
     /// Pretraining epochs.
     #[arg(long, default_value_t = 1)]
     pub pretrain_epochs: u32,
-    /// Width of a model started from scratch.
-    #[arg(long, default_value_t = 64)]
-    pub width: i64,
-    /// Residual blocks of a model started from scratch.
-    #[arg(long, default_value_t = 6)]
-    pub depth: usize,
-    /// libtorch threads.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -106,9 +99,9 @@ impl Args {
             replay_fraction: self.replay,
             validation: self.limits.config(),
             pretrain_epochs: self.pretrain_epochs,
-            width: self.width,
-            depth: self.depth,
-            threads: self.threads,
+            width: self.model.width(),
+            depth: self.model.depth,
+            threads: self.model.threads(),
             seed: self.seed,
             finetune_epochs: self.finetune_epochs,
             finetune_min_steps: self.finetune_min_steps,

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pretext_core::batch::DecodedBatch;
+use pretext_datasets::trivial::BatchTrivial;
 use pretext_dist::{Backend, DistError, GradBuckets, GroupOptions, ProcessGroup, digest};
 use pretext_model::checkpoint::checkpoint_dir_name;
 use pretext_model::tch::{Device, Tensor};
