@@ -6,7 +6,7 @@ CARGO ?= cargo
 CARGO_ENV = LIBTORCH="$$(readlink -f .libtorch)"
 PRETEXT_ARGS ?=
 
-.PHONY: setup setup-broker build demo test fmt-check clippy unit bench data-bacteria data-music
+.PHONY: setup setup-broker build demo test fmt-check clippy unit bench compose-test data-bacteria data-music
 setup:
 	ops/setup.sh
 
@@ -32,6 +32,11 @@ test: fmt-check clippy unit
 
 bench: setup
 	bench/run.sh
+
+# The deployment (docker-compose.yml) built and run on a local engine, with
+# faults (ops/local/compose-test.sh); images built without a registry.
+compose-test: build
+	ops/local/compose-test.sh
 
 # The two real development datasets (docs/datasets/): bacterial genomes from
 # Debian's ragout-examples, fiddle tunes from music21's corpus.

@@ -63,7 +63,7 @@ def publish(bin_dir, path, rounds, prefix=()):
            "--data", path, "--repeat", str(rounds)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"pretext bench publish failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        sys.exit(f"pretext-bench publish failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout)
 
 

@@ -104,7 +104,7 @@ fn pretext_services() -> Vec<(String, &'static Value)> {
 
 /// The `pretext` arguments a service runs: its command, or for the lean
 /// producer (entrypoint `pretext-produce`, built from the same `produce`
-/// arguments, see crates/cli) `produce` followed by its command.
+/// arguments, see services/producer/src/cli) `produce` followed by its command.
 fn pretext_command(name: &str, svc: &Value) -> Vec<String> {
     let command = strings(&svc["command"]);
     match strings(&svc["entrypoint"]).as_slice() {
