@@ -11,7 +11,7 @@ if docker image inspect "$name" >/dev/null 2>&1; then
 fi
 command -v debootstrap >/dev/null || apt-get install -y -q debootstrap
 mirror="$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list.d/* /etc/apt/sources.list 2>/dev/null \
-  | grep -oE 'https?://[^ ]+' | grep -v security | head -1)"
+  | grep -oE 'https?://[^ ]+' | grep -v security | head -1 || true)"
 mirror="${mirror:-http://deb.debian.org/debian}"
 rootfs="$(mktemp -d /var/tmp/pretext-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT

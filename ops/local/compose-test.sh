@@ -58,17 +58,10 @@ say "images built in $(( $(date +%s) - tb ))s: $(docker images --format '{{.Repo
 
 dc --profile jobs down -v --remove-orphans >/dev/null 2>&1 || true
 
-# The data volume, filled from the host before any service reads it.
-dc up -d --no-build rabbitmq >/dev/null 2>&1
 vol() { docker volume inspect -f '{{.Mountpoint}}' "${project}_$1"; }
-data="$(vol data)" runs="$(vol runs)"
 gen() { # gen DIR SEQUENCES SEED
   "$bin/pretext" gen-data --out "$1" --sequences "$2" --seed "$3" --max-len 2048 --rows-per-file "$2" >/dev/null
 }
-gen "$data/inbox" 240 1
-gen "$data/labeled" 300 2
-chmod -R a+rX "$data"
-
 healthy() { # healthy CONTAINER: its health check's status
   docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1"
 }
@@ -106,38 +99,10 @@ audit() { # audit RUN_DIR: 0 missing, 0 applied twice, some applied
 import json, sys
 a = json.load(sys.stdin)
 missing, twice, applied = a["missing"], a["applied_twice"], a["applied"]
-print(f"audit: published {a[\"published\"]}, applied {applied}, missing {missing}, applied twice {twice}")
+published = a["published"]
+print(f"audit: published {published}, applied {applied}, missing {missing}, applied twice {twice}")
 sys.exit(0 if missing == 0 and twice == 0 and applied > 0 else 1)' || fail "audit of $1 is not 0/0"
 }
-
-say "1. pretraining: broker, producer, 2 trainer ranks"
-dc up -d --no-build rabbitmq producer trainer-leader trainer
-wait_healthy rabbitmq
-# A trainer's /metrics, scraped from inside its container while it runs.
-for _ in $(seq 1 60); do
-  m="$(dc exec -T trainer-leader curl -fsS http://127.0.0.1:9100/metrics 2>/dev/null || true)"
-  echo "$m" | grep -q '^pretext_trainer_steps_total' && break
-  sleep 2
-done
-echo "$m" | grep -q '^pretext_trainer_steps_total' || fail "no pretext_trainer_steps_total on the trainer's /metrics"
-echo "$m" | grep -E '^pretext_trainer_steps_total' | head -1
-wait_healthy producer trainer-leader trainer
-wait_exited producer trainer-leader trainer
-audit "$runs/pretrain"
-# Both ranks were in the group: rank 0 writes metrics.jsonl, rank 1
-# metrics.rank1.jsonl, and every step of either is a step of the group.
-[ -s "$runs/pretrain/metrics.jsonl" ] && [ -s "$runs/pretrain/metrics.rank1.jsonl" ] \
-  || fail "rank 1 is not part of the group: $(ls "$runs/pretrain")"
-
-say "2. fine-tune job"
-dc run --rm --no-deps finetune >/dev/null
-python3 - "$runs/finetune/metrics.json" <<'PY' || fail "no usable fine-tune metrics.json"
-import json, sys
-m = json.load(open(sys.argv[1]))
-acc = m["test"]["accuracy"]
-print(f"fine-tune: test accuracy {acc:.3f}")
-assert 0.0 <= acc <= 1.0
-PY
 
 fresh() { # fresh SEQUENCES SEED: a new deployment (volumes included) with new data, broker up
   dc --profile jobs down -v --remove-orphans >/dev/null 2>&1 || true
@@ -157,8 +122,41 @@ wait_checkpoint() { # wait until the run has written a checkpoint, while it runs
 }
 running() { exit_codes "$1" | grep -c running || true; }
 
+say "1. pretraining: broker, producer, 2 trainer ranks"
+fresh 900 1
+gen "$data/labeled" 300 2
+chmod -R a+rX "$data"
+dc up -d --no-build producer trainer-leader trainer
+# A trainer's /metrics, scraped from inside its container while it runs.
+for _ in $(seq 1 60); do
+  m="$(dc exec -T trainer-leader curl -fsS http://127.0.0.1:9100/metrics 2>/dev/null || true)"
+  echo "$m" | grep -q '^pretext_trainer_steps_total' && break
+  sleep 2
+done
+echo "$m" | grep -q '^pretext_trainer_steps_total' || fail "no pretext_trainer_steps_total on the trainer's /metrics"
+echo "$m" | grep -E '^pretext_trainer_steps_total' | head -1
+# The long-running services' health checks turn green (the producer is
+# done before its first check; it must exit 0).
+wait_healthy trainer-leader trainer
+wait_exited producer trainer-leader trainer
+audit "$runs/pretrain"
+# Both ranks were in the group: rank 0 writes metrics.jsonl, rank 1
+# metrics.rank1.jsonl, and every step of either is a step of the group.
+[ -s "$runs/pretrain/metrics.jsonl" ] && [ -s "$runs/pretrain/metrics.rank1.jsonl" ] \
+  || fail "rank 1 is not part of the group: $(ls "$runs/pretrain")"
+
+say "2. fine-tune job"
+dc run --rm --no-deps finetune >/dev/null
+python3 - "$runs/finetune/metrics.json" <<'PY' || fail "no usable fine-tune metrics.json"
+import json, sys
+m = json.load(open(sys.argv[1]))
+acc = m["test"]["accuracy"]
+print(f"fine-tune: test accuracy {acc:.3f}")
+assert 0.0 <= acc <= 1.0
+PY
+
 say "3a. a trainer container killed mid-run, then up -d again"
-fresh 1500 3
+fresh 600 3
 PRETEXT_WORLD_SIZE=2 dc up -d --no-build producer trainer-leader trainer
 wait_checkpoint
 [ "$(running trainer)" -ge 1 ] || fail "the run ended before the kill"
@@ -170,7 +168,7 @@ wait_exited producer trainer-leader trainer
 audit "$runs/pretrain"
 
 say "3b. one more trainer replica (world size 3) from the checkpoint"
-fresh 1500 4
+fresh 600 4
 PRETEXT_WORLD_SIZE=2 dc up -d --no-build producer trainer-leader trainer
 wait_checkpoint
 [ "$(running trainer)" -ge 1 ] || fail "the run ended before the resize"
@@ -180,7 +178,7 @@ audit "$runs/pretrain"
 [ -s "$runs/pretrain/metrics.rank2.jsonl" ] || fail "no rank 2 after the resize: $(ls "$runs/pretrain")"
 
 say "3c. the broker container restarted mid-run"
-fresh 1500 5
+fresh 600 5
 PRETEXT_WORLD_SIZE=2 dc up -d --no-build producer trainer-leader trainer
 wait_checkpoint
 [ "$(running trainer)" -ge 1 ] || fail "the run ended before the broker restart"
@@ -202,7 +200,8 @@ import json, sys
 doc = json.load(sys.stdin)
 runs = doc["runs"] if isinstance(doc, dict) else doc
 decided = [r for r in runs if r["status"] in ("promoted", "rejected")]
-print(f"registry: {len(runs)} run(s), {[r["status"] for r in runs]}")
+statuses = [r["status"] for r in runs]
+print(f"registry: {len(runs)} run(s), {statuses}")
 sys.exit(0 if len(runs) == 1 and len(decided) == 1 else 1)' || fail "expected one decided registry run: $runs_list"
 
 bad="$(for c in $(dc ps -a -q); do docker inspect -f '{{.Name}} {{.State.ExitCode}} {{.State.Status}}' "$c"; done | awk '$2 != 0')"
