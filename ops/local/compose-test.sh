@@ -206,4 +206,11 @@ sys.exit(0 if len(runs) == 1 and len(decided) == 1 else 1)' || fail "expected on
 
 bad="$(for c in $(dc ps -a -q); do docker inspect -f '{{.Name}} {{.State.ExitCode}} {{.State.Status}}' "$c"; done | awk '$2 != 0')"
 [ -z "$bad" ] || fail "containers exited non-zero: $bad"
+
+say "down -v: nothing of the test may stay behind"
+dc --profile jobs down -v --remove-orphans >/dev/null 2>&1
+label="label=com.docker.compose.project=$project"
+left="$(docker ps -a -q --filter "$label") $(docker volume ls -q --filter "$label") $(docker network ls -q --filter "$label")"
+[ -z "${left// /}" ] || fail "left behind: $left"
+docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^pretext'
 say "done in $(( $(date +%s) - t0 ))s"
