@@ -42,6 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 engine_start
+volumes_before="$(docker volume ls -q | sort)"
 
 for b in pretext pretext-produce pretext-validate; do
   [ -x "$bin/$b" ] || { echo "no $bin/$b: run make build" >&2; exit 1; }
@@ -210,7 +211,8 @@ bad="$(for c in $(dc ps -a -q); do docker inspect -f '{{.Name}} {{.State.ExitCod
 say "down -v: nothing of the test may stay behind"
 dc --profile jobs down -v --remove-orphans >/dev/null 2>&1
 label="label=com.docker.compose.project=$project"
-left="$(docker ps -a -q --filter "$label") $(docker volume ls -q --filter "$label") $(docker network ls -q --filter "$label")"
+new_volumes="$(comm -13 <(echo "$volumes_before") <(docker volume ls -q | sort) | tr '\n' ' ')"
+left="$(docker ps -a -q --filter "$label") $new_volumes $(docker network ls -q --filter "$label")"
 [ -z "${left// /}" ] || fail "left behind: $left"
 docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^pretext'
 say "done in $(( $(date +%s) - t0 ))s"
