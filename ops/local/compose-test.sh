@@ -3,10 +3,8 @@
 # real on this machine, and checked from outside the containers.
 #
 # Starts an engine if none answers (ops/local/engine.sh), makes the base
-# image from Debian's packages (ops/local/base-image.sh), builds the pretext
-# image from the host's release binaries and the venv's libtorch
-# (ops/local/Dockerfile) and the broker image (ops/local/rabbitmq.Dockerfile),
-# then with `docker-compose -f docker-compose.yml -f ops/local/compose.yml`:
+# image from Debian's packages and builds the broker and pretext images from
+# it (ops/local/images.sh), then with `docker-compose -f docker-compose.yml -f ops/local/compose.yml`:
 #   1. broker + producer + 2 trainer ranks pretrain on generated data; while
 #      they run, a trainer's /metrics is scraped and every health check must
 #      turn healthy; at the end `pretext audit` on the runs volume must say
@@ -23,7 +21,6 @@ cd "$(dirname "$0")/../.."
 root="$PWD"
 target="${CARGO_TARGET_DIR:-target}"
 bin="$target/release"
-ctx="${PRETEXT_DOCKER_CONTEXT:-/var/cache/pretext/docker-context}"
 project=pretextct
 export PRETEXT_IMAGE=pretext:local PRETEXT_RABBITMQ_IMAGE=pretext/rabbitmq:local
 export PRETEXT_WORLD_SIZE=2
@@ -44,18 +41,12 @@ trap cleanup EXIT
 engine_start
 volumes_before="$(docker volume ls -q | sort)"
 
-for b in pretext pretext-produce pretext-validate; do
-  [ -x "$bin/$b" ] || { echo "no $bin/$b: run make build" >&2; exit 1; }
-done
 ops/make-secrets.sh >/dev/null
 
 say "images"
-ops/local/base-image.sh
 tb=$(date +%s)
-docker build -q -t pretext/rabbitmq:local -f ops/local/rabbitmq.Dockerfile ops/local >/dev/null
-site="$(ops/local/context.sh "$bin" "$ctx" | sed -n 's/^SITE=//p')"
-docker build -q -t pretext:local --build-arg SITE="$site" -f ops/local/Dockerfile "$ctx" >/dev/null
-say "images built in $(( $(date +%s) - tb ))s: $(docker images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^pretext' | tr '\n' ' ')"
+images="$(ops/local/images.sh | tr '\n' ' ')"
+say "images built in $(( $(date +%s) - tb ))s: $images"
 
 dc --profile jobs down -v --remove-orphans >/dev/null 2>&1 || true
 
