@@ -2,6 +2,7 @@
 //! (`id`, `values`, `label`, `split`), shared by `gen-data`,
 //! `import-genomes` and written samples.
 
+use std::borrow::Borrow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,13 +47,14 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Builds a record batch of rows in the raw-input contract.
-pub fn to_record_batch(rows: &[Row]) -> RecordBatch {
+pub fn to_record_batch<R: Borrow<Row>>(rows: &[R]) -> RecordBatch {
     let mut ids = StringBuilder::new();
     let mut values = ListBuilder::new(UInt8Builder::new())
         .with_field(Arc::new(Field::new_list_field(DataType::UInt8, false)));
     let mut labels = Int32Builder::new();
     let mut splits = StringBuilder::new();
     for r in rows {
+        let r = r.borrow();
         ids.append_value(&r.id);
         values.values().append_slice(&r.values);
         values.append(true);
@@ -91,7 +93,7 @@ impl RowsFile {
     }
 
     /// Writes `rows` and closes the row group.
-    pub fn write(&mut self, rows: &[Row]) -> Result<(), DatasetError> {
+    pub fn write<R: Borrow<Row>>(&mut self, rows: &[R]) -> Result<(), DatasetError> {
         let e = parquet_err(&self.path);
         self.writer.write(&to_record_batch(rows)).map_err(&e)?;
         self.writer.flush().map_err(e)
@@ -120,11 +122,12 @@ fn part_name(index: usize) -> String {
     format!("part-{index:05}.parquet")
 }
 
-/// Writes `rows` as `part-NNNNN.parquet` files under `out`: `rows_per_file`
-/// rows per file, row groups of `row_group_rows`. Returns the files.
-pub fn write_parts(
+/// Writes `rows` (owned or borrowed) as `part-NNNNN.parquet` files under
+/// `out`: `rows_per_file` rows per file, row groups of `row_group_rows`.
+/// Returns the files.
+pub fn write_parts<R: Borrow<Row>>(
     out: &Path,
-    rows: impl IntoIterator<Item = Row>,
+    rows: impl IntoIterator<Item = R>,
     rows_per_file: usize,
     row_group_rows: usize,
 ) -> Result<Vec<PathBuf>, DatasetError> {

@@ -471,12 +471,7 @@ pub fn build(cfg: &GenomesConfig, source: &Path) -> Result<Imported, DatasetErro
 /// does, and removes stale `part-NNNNN.parquet` files of an earlier, larger
 /// import there.
 fn write_rows(cfg: &GenomesConfig, rows: &[Row], out: &Path) -> Result<Vec<PathBuf>, DatasetError> {
-    let files = write_parts(
-        out,
-        rows.iter().cloned(),
-        cfg.rows_per_file,
-        cfg.row_group_rows,
-    )?;
+    let files = write_parts(out, rows, cfg.rows_per_file, cfg.row_group_rows)?;
     remove_stale_parts(out, files.len())?;
     Ok(files)
 }
