@@ -324,10 +324,19 @@ fn trainers_scale_and_meet_at_one_rendezvous() {
     }
     let env = env_of(trainer);
     assert!(!env.contains_key("RANK"), "ranks must come from the store");
-    assert!(env.contains_key("WORLD_SIZE"));
-    let master = &env["MASTER_ADDR"];
-    // MASTER_ADDR names exactly one container: a service with that hostname
-    // and the trainer's own command and settings (it hosts the store).
+    // Elastic: no fixed world size, so `--scale` changes the group.
+    assert!(
+        !env.contains_key("WORLD_SIZE"),
+        "a fixed world cannot scale"
+    );
+    assert!(env["PRETEXT_NNODES"].starts_with("1:"), "{env:?}");
+    let (master, port) = env["PRETEXT_RDZV_ENDPOINT"]
+        .split_once(':')
+        .expect("HOST:PORT");
+    assert!(port.parse::<u16>().is_ok());
+    // The endpoint's host names exactly one container: a service with that
+    // hostname and the trainer's own command and settings (it hosts the store).
+    let master = &master.to_owned();
     let leader = service(master);
     assert_eq!(leader["hostname"].as_str(), Some(master.as_str()));
     assert!(

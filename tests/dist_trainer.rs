@@ -10,69 +10,20 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use pretext_core::batch::{Batch, decode};
 use pretext_core::task::Task;
-use pretext_model::tch::{Device, Tensor};
 use pretext_model::{CheckpointState, list_checkpoints, read_checkpoint_state};
-use pretext_mq::{SharedTransport, Topology};
+use pretext_trainer::TrainingState;
 use pretext_trainer::checkpoints::checkpoint_dir;
-use pretext_trainer::metrics::metrics_file;
-use pretext_trainer::step::{Learner, StepBatch, apply, backward};
-use pretext_trainer::{TrainingState, read_metrics};
+use support::ranks::*;
 use support::*;
 
 /// Collective timeout given to the ranks.
 const DIST_TIMEOUT: u64 = 10;
 /// Longest a whole run may take.
 const RUN: Duration = Duration::from_secs(180);
-
-/// The `train` arguments shared by every run of these tests.
-fn train_args(url: &str, ns: &str, run_dir: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["train", "--broker", url, "--ns", ns, "--run-dir"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    args.push(run_dir.display().to_string());
-    for a in [
-        "--task",
-        "masked",
-        "--threads",
-        "1",
-        "--device",
-        "cpu",
-        "--width",
-        "16",
-        "--depth",
-        "2",
-        "--warmup-steps",
-        "2",
-        "--lr",
-        "0.003",
-        "--seed",
-        "1",
-        "--keep-checkpoints",
-        "0",
-        "--dist-timeout",
-    ] {
-        args.push(a.to_owned());
-    }
-    args.push(DIST_TIMEOUT.to_string());
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
-
-fn pretext(args: &[String], log: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pretext"));
-    cmd.args(args)
-        .env("PRETEXT_LOG", "info")
-        .env("PRETEXT_LOG_JSON", "true")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    cmd
-}
 
 /// Rank `rank` of `world`, started directly (as torchrun would).
 fn rank(args: &[String], port: u16, rank: usize, world: usize, log: &Path) -> Child {
@@ -83,67 +34,6 @@ fn rank(args: &[String], port: u16, rank: usize, world: usize, log: &Path) -> Ch
         .env("RANK", rank.to_string())
         .spawn()
         .expect("start a rank")
-}
-
-fn wait_exit(child: &mut Child, limit: Duration, log: &Path) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!(
-                "did not exit within {limit:?}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Publishes one planned task of `data` with its manifest.
-async fn publish_task(
-    transport: &SharedTransport,
-    topology: &Topology,
-    run_dir: &Path,
-    id: &str,
-    data: &[Batch],
-) {
-    publish_batches(&**transport, topology, data).await;
-    manifest(run_dir, id, data);
-    control(&**transport, topology, task_done(id, data)).await;
-}
-
-fn audit(run_dir: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args(["audit", "--json"])
-        .arg(run_dir)
-        .output()
-        .expect("run pretext audit");
-    assert!(
-        out.status.success(),
-        "audit failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("audit --json prints JSON")
-}
-
-/// Each step's batch ids, in rank order, from every rank's metrics.
-fn steps_by_rank(run_dir: &Path, world: usize) -> BTreeMap<u64, Vec<String>> {
-    let mut steps: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for r in 0..world {
-        let path = run_dir.join(metrics_file(r));
-        if !path.exists() {
-            continue;
-        }
-        for m in read_metrics(&path).unwrap() {
-            let ids = steps.entry(m.step).or_default();
-            ids.resize(world, String::new());
-            ids[r] = m.batch_id;
-        }
-    }
-    steps
 }
 
 /// `(step, rank, params_hash)` of every "checkpoint written" line in `log`.
@@ -178,6 +68,7 @@ async fn two_ranks_match_one_process_on_the_union_of_their_batches() {
         &amqp_url(),
         topology.namespace(),
         run_dir,
+        DIST_TIMEOUT,
         &["--checkpoint-every", "3", "--prefetch", "4"],
     );
     let mut launch_args = vec![
@@ -235,51 +126,13 @@ async fn two_ranks_match_one_process_on_the_union_of_their_batches() {
     let (_, first) = &checkpoints[0];
     let state: CheckpointState<TrainingState> = read_checkpoint_state(first).unwrap();
     assert_eq!(state.world_size, 2);
-    let mut reference = Learner::fresh(
-        &state.model,
-        state.training.optimizer,
-        state.training.seed,
-        Device::Cpu,
-        Some(1),
-    )
-    .unwrap();
-    let by_id: HashMap<String, Batch> = data.iter().map(|b| (b.message_id(), b.clone())).collect();
-    let at: HashMap<u64, std::path::PathBuf> = checkpoints.iter().cloned().collect();
-    let mut worst = 0.0f64;
-    for (&step, ids) in &steps {
-        let mut sum: Option<Vec<Tensor>> = None;
-        let mut count = 0;
-        for id in ids.iter().filter(|id| !id.is_empty()) {
-            let batch = decode(by_id[id].encode(None)).unwrap();
-            let sb = StepBatch::from_decoded(&batch).unwrap();
-            let local = backward(&reference.model, &mut reference.optimizer, &sb).unwrap();
-            count += local.count;
-            let grads: Vec<Tensor> = local.grads.iter().map(Tensor::copy).collect();
-            sum = Some(match sum {
-                None => grads,
-                Some(s) => s.iter().zip(&grads).map(|(a, b)| a + b).collect(),
-            });
-        }
-        let stats = apply(&mut reference.optimizer, &sum.unwrap(), count).unwrap();
-        assert_eq!(stats.step, step);
-        if let Some(path) = at.get(&step) {
-            let saved: HashMap<String, Tensor> =
-                Tensor::read_safetensors(path.join("model.safetensors"))
-                    .unwrap()
-                    .into_iter()
-                    .collect();
-            for (name, p) in reference
-                .optimizer
-                .parameter_names()
-                .iter()
-                .zip(reference.optimizer.parameters())
-            {
-                let diff = (&saved[name] - p).abs().max().double_value(&[]);
-                worst = worst.max(diff);
-                assert!(diff < 1e-5, "step {step}, {name}: differs by {diff}");
-            }
-        }
-    }
+    assert_eq!(
+        state.training.members.len(),
+        2,
+        "{:?}",
+        state.training.members
+    );
+    let worst = one_process_on_the_unions(run_dir, &data, &steps);
     eprintln!("largest difference to one process on the union: {worst:e}");
     transport.close().await.unwrap();
     drop(cleanup);
@@ -299,6 +152,7 @@ async fn uneven_data_ends_every_rank_cleanly() {
         &amqp_url(),
         topology.namespace(),
         run_dir,
+        DIST_TIMEOUT,
         &["--checkpoint-every", "2", "--prefetch", "2"],
     );
     let port = pretext_dist::free_port().unwrap();
@@ -355,6 +209,7 @@ async fn a_killed_rank_fails_the_other_and_a_restart_applies_every_batch_once() 
         &amqp_url(),
         topology.namespace(),
         run_dir,
+        DIST_TIMEOUT,
         &["--checkpoint-every", "4", "--prefetch", "4"],
     );
     let port = pretext_dist::free_port().unwrap();

@@ -95,6 +95,7 @@ async fn applies_every_batch_once_ends_on_its_own_and_dead_letters_bad_messages(
             missing: 0,
             applied_twice: 0,
             dead: Vec::new(),
+            membership: Vec::new(),
         }
     );
 
@@ -253,6 +254,7 @@ async fn a_run_stopped_and_resumed_equals_a_straight_run() {
             missing: 0,
             applied_twice: 0,
             dead: Vec::new(),
+            membership: Vec::new(),
         }
     );
 
@@ -311,6 +313,7 @@ async fn a_prefetch_smaller_than_the_checkpoint_interval_forces_checkpoints_inst
             missing: 0,
             applied_twice: 0,
             dead: Vec::new(),
+            membership: Vec::new(),
         }
     );
 }

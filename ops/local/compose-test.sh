@@ -11,8 +11,10 @@
 #      0 missing, 0 applied twice, and no container may exit non-zero;
 #   2. the fine-tune job writes metrics.json;
 #   3. faults, each on new data and audited 0/0: a trainer container killed
-#      mid-run and `up -d` again; a restart with one more trainer replica
-#      (world size 3) from the checkpoint; the broker container restarted;
+#      mid-run (the others go on without it) and `up -d` again; the running
+#      group scaled to 3 ranks and back to 2 with `--scale` (elastic
+#      members join and leave, the membership ledger shows 2, 3, 2); the
+#      broker container restarted;
 #   4. a file dropped into the scheduler's inbox gives one registry run.
 # `docker-compose down -v` leaves nothing of the test behind, and an engine
 # this script started is stopped. Needs root, `make build` and the venv.
@@ -23,7 +25,6 @@ target="${CARGO_TARGET_DIR:-target}"
 bin="$target/release"
 project=pretextct
 export PRETEXT_IMAGE=pretext:local PRETEXT_RABBITMQ_IMAGE=pretext/rabbitmq:local
-export PRETEXT_WORLD_SIZE=2
 dc() { docker-compose -p "$project" -f docker-compose.yml -f ops/local/compose.yml "$@"; }
 t0=$(date +%s)
 say() { echo "[compose-test $(( $(date +%s) - t0 ))s] $*"; }
@@ -105,6 +106,20 @@ fresh() { # fresh SEQUENCES SEED: a new deployment (volumes included) with new d
   wait_healthy rabbitmq
 }
 checkpoints() { ls -d "$runs/pretrain/checkpoints"/step-* 2>/dev/null | wc -l; }
+world_sizes() { # the elastic generations' world sizes, in order
+  python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try: print(json.loads(line)["world_size"], end=" ")
+    except ValueError: pass' "$runs/pretrain/checkpoints/membership.jsonl" 2>/dev/null || true
+}
+wait_world() { # wait_world N: until the newest generation has N ranks
+  for _ in $(seq 1 120); do
+    [ "$(world_sizes | awk '{print $NF}')" = "$1" ] && return 0
+    sleep 1
+  done
+  fail "no generation of $1 ranks within 120 s (generations: $(world_sizes))"
+}
 wait_checkpoint() { # wait until the run has written a checkpoint, while it runs
   for _ in $(seq 1 150); do
     [ "$(checkpoints)" -ge 1 ] && return 0
@@ -149,29 +164,37 @@ PY
 
 say "3a. a trainer container killed mid-run, then up -d again"
 fresh 600 3
-PRETEXT_WORLD_SIZE=2 dc up -d --no-build producer trainer-leader trainer
+dc up -d --no-build producer trainer-leader trainer
 wait_checkpoint
 [ "$(running trainer)" -ge 1 ] || fail "the run ended before the kill"
+wait_world 2
 docker kill "$(dc ps -q trainer | head -1)" >/dev/null
-say "killed a trainer at checkpoint $(checkpoints); up -d again"
-sleep 3
-PRETEXT_WORLD_SIZE=2 dc up -d --no-build producer trainer-leader trainer
+say "killed a trainer at checkpoint $(checkpoints); the leader goes on alone"
+wait_world 1
+say "generations: $(world_sizes); up -d again"
+dc up -d --no-build producer trainer-leader trainer
 wait_exited producer trainer-leader trainer
 audit "$runs/pretrain"
 
-say "3b. one more trainer replica (world size 3) from the checkpoint"
-fresh 600 4
-PRETEXT_WORLD_SIZE=2 dc up -d --no-build producer trainer-leader trainer
+say "3b. the running group scaled to 3 ranks and back to 2"
+fresh 900 4
+dc up -d --no-build producer trainer-leader trainer
 wait_checkpoint
 [ "$(running trainer)" -ge 1 ] || fail "the run ended before the resize"
-PRETEXT_WORLD_SIZE=3 dc up -d --no-build --scale trainer=2 producer trainer-leader trainer
+wait_world 2
+dc up -d --no-build --scale trainer=2 producer trainer-leader trainer
+wait_world 3
+say "3 ranks at checkpoint $(checkpoints); scaling back to 2"
+dc up -d --no-build --scale trainer=1 producer trainer-leader trainer
+wait_world 2
 wait_exited producer trainer-leader trainer
 audit "$runs/pretrain"
+say "generations: $(world_sizes)"
 [ -s "$runs/pretrain/metrics.rank2.jsonl" ] || fail "no rank 2 after the resize: $(ls "$runs/pretrain")"
 
 say "3c. the broker container restarted mid-run"
 fresh 600 5
-PRETEXT_WORLD_SIZE=2 dc up -d --no-build producer trainer-leader trainer
+dc up -d --no-build producer trainer-leader trainer
 wait_checkpoint
 [ "$(running trainer)" -ge 1 ] || fail "the run ended before the broker restart"
 dc restart rabbitmq >/dev/null 2>&1

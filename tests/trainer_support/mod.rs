@@ -3,6 +3,8 @@
 // Each binary uses a different subset.
 #![allow(dead_code)]
 
+pub mod ranks;
+
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -15,12 +15,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default time survivors wait for each other's liveness marks after a
 /// failed collective before naming the ranks that did not answer.
 pub const DEFAULT_LIVENESS_GRACE: Duration = Duration::from_secs(2);
-/// Store key prefix of the backend's own rendezvous.
-const GROUP_PREFIX: &str = "pretext/pg";
-/// Store key of the rank hosting the store.
-pub(crate) const STORE_HOST_KEY: &str = "pretext/store_host";
-/// Store key prefix of the liveness marks written after a failure.
-const ALIVE_PREFIX: &str = "pretext/alive";
+/// Store key prefix of a fixed group (`init`); an elastic generation has
+/// its own, so its keys never meet another generation's.
+pub(crate) const DEFAULT_PREFIX: &str = "pretext";
+/// Store key (under the group's prefix) of the rank hosting the store.
+pub(crate) const STORE_HOST_KEY: &str = "store_host";
 
 /// Which c10d backend carries the collectives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,6 +113,8 @@ pub struct ProcessGroup {
     options: GroupOptions,
     /// The rank whose process hosts the store, when it said so.
     store_host: Option<usize>,
+    /// Prefix of this group's store keys.
+    prefix: String,
 }
 
 // SAFETY: c10d backends enqueue work under their own locks; the handle is
@@ -131,6 +132,19 @@ impl ProcessGroup {
         world: usize,
         options: GroupOptions,
     ) -> Result<Self, DistError> {
+        Self::with_prefix(store, rank, world, options, DEFAULT_PREFIX)
+    }
+
+    /// [`Self::new`] with this group's store keys under `prefix`: several
+    /// groups, one after another, can meet in one store (elastic
+    /// generations).
+    pub fn with_prefix(
+        store: Store,
+        rank: usize,
+        world: usize,
+        options: GroupOptions,
+        prefix: &str,
+    ) -> Result<Self, DistError> {
         let init_err = |message: String| DistError::Init {
             rank: Some(rank),
             world,
@@ -141,7 +155,8 @@ impl ProcessGroup {
                 "rank {rank} is outside a world of {world}"
             )));
         }
-        let prefix = CString::new(GROUP_PREFIX).expect("no NUL");
+        let group_prefix = format!("{prefix}/pg");
+        let prefix_c = CString::new(group_prefix.as_str()).map_err(|e| init_err(e.to_string()))?;
         let (rank_c, world_c) = (
             c_int::try_from(rank).map_err(|e| init_err(e.to_string()))?,
             c_int::try_from(world).map_err(|e| init_err(e.to_string()))?,
@@ -157,7 +172,7 @@ impl ProcessGroup {
                     let raw = unsafe {
                         ffi::pd_gloo_new(
                             store.raw(),
-                            prefix.as_ptr(),
+                            prefix_c.as_ptr(),
                             rank_c,
                             world_c,
                             kind,
@@ -183,7 +198,7 @@ impl ProcessGroup {
                     let raw = unsafe {
                         ffi::pd_nccl_new(
                             store.raw(),
-                            prefix.as_ptr(),
+                            prefix_c.as_ptr(),
                             rank_c,
                             world_c,
                             timeout,
@@ -203,11 +218,13 @@ impl ProcessGroup {
             backend: options.backend,
             options,
             store_host: None,
+            prefix: prefix.to_owned(),
         };
         // Every rank has joined, so the host's mark (set before it joined)
         // is there if it exists.
-        if group.store.check(STORE_HOST_KEY).unwrap_or(false)
-            && let Ok(v) = group.store.get(STORE_HOST_KEY)
+        let host_key = group.key(STORE_HOST_KEY);
+        if group.store.check(&host_key).unwrap_or(false)
+            && let Ok(v) = group.store.get(&host_key)
         {
             group.store_host = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
         }
@@ -238,6 +255,12 @@ impl ProcessGroup {
     /// The store the group met in, for small exchanges between ranks.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The store key `name` of this group (under its prefix): keys of
+    /// other groups in the same store never collide with it.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
     }
 
     /// Sums each tensor over the ranks, in place. One collective per
@@ -368,7 +391,7 @@ impl ProcessGroup {
         };
         if self
             .store
-            .set(&format!("{ALIVE_PREFIX}/{}", self.rank), b"1")
+            .set(&self.key(&format!("alive/{}", self.rank)), b"1")
             .is_err()
         {
             return store_lost();
@@ -377,7 +400,7 @@ impl ProcessGroup {
         loop {
             let mut missing = Vec::new();
             for r in others() {
-                match self.store.check(&format!("{ALIVE_PREFIX}/{r}")) {
+                match self.store.check(&self.key(&format!("alive/{r}"))) {
                     Ok(true) => {}
                     Ok(false) => missing.push(r),
                     Err(_) => return store_lost(),

@@ -18,6 +18,8 @@
 //! # Layout
 //! - [`rendezvous`]: [`Rendezvous`] from the environment, [`init`] (rank
 //!   from `RANK` or from the store's counter), [`free_port`].
+//! - [`elastic`]: [`Elastic`] membership (`--nnodes MIN:MAX`): members
+//!   join and leave, each change a new [`Generation`] with its own group.
 //! - [`store`]: [`Store`], the `TCPStore` (counter, set/get, liveness marks).
 //! - [`group`]: [`ProcessGroup`] and its collectives (broadcast, sum
 //!   all-reduce of tensors or of a few numbers, barrier, destroy), with
@@ -34,6 +36,7 @@
 //! do not within [`GroupOptions::liveness_grace`] ([`DistError::Collective`]).
 
 pub mod bucket;
+pub mod elastic;
 pub mod error;
 mod ffi;
 pub mod group;
@@ -41,6 +44,7 @@ pub mod rendezvous;
 pub mod store;
 
 pub use bucket::{DEFAULT_BUCKET_BYTES, GradBuckets, digest};
+pub use elastic::{Elastic, ElasticOptions, Generation, JoinWatch, Member, process_name};
 pub use error::DistError;
 pub use group::{
     Backend, DEFAULT_LIVENESS_GRACE, DEFAULT_TIMEOUT, GlooDevice, GroupOptions, ProcessGroup,

@@ -5,7 +5,7 @@
 use std::net::{TcpListener, ToSocketAddrs};
 
 use crate::error::DistError;
-use crate::group::{GroupOptions, ProcessGroup, STORE_HOST_KEY};
+use crate::group::{DEFAULT_PREFIX, GroupOptions, ProcessGroup, STORE_HOST_KEY};
 use crate::store::Store;
 
 /// Store counter that hands out ranks when `RANK` is not set.
@@ -129,7 +129,10 @@ pub fn init(rdv: &Rendezvous, options: GroupOptions) -> Result<ProcessGroup, Dis
         }
     };
     if store.is_server() {
-        store.set(STORE_HOST_KEY, rank.to_string().as_bytes())?;
+        store.set(
+            &format!("{DEFAULT_PREFIX}/{STORE_HOST_KEY}"),
+            rank.to_string().as_bytes(),
+        )?;
     }
     tracing::info!(
         rank,
@@ -142,7 +145,7 @@ pub fn init(rdv: &Rendezvous, options: GroupOptions) -> Result<ProcessGroup, Dis
 }
 
 /// Whether `host` resolves to an address of this machine (one we can bind).
-fn is_local(host: &str) -> bool {
+pub(crate) fn is_local(host: &str) -> bool {
     let Ok(addrs) = (host, 0u16).to_socket_addrs() else {
         return false;
     };

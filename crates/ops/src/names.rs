@@ -2,7 +2,7 @@
 //! `ops/prometheus.yml` and tests agree; [`describe`] registers their help
 //! text and units with the installed recorder.
 
-use metrics::{Unit, describe_counter, describe_gauge};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Optimiser steps taken by this trainer process (counter).
 pub const TRAINER_STEPS: &str = "pretext_trainer_steps_total";
@@ -24,6 +24,14 @@ pub const TRAINER_CHECKPOINTS: &str = "pretext_trainer_checkpoints_total";
 pub const TRAINER_LOSS: &str = "pretext_trainer_loss";
 /// Real tokens per second of the last step, data wait included (gauge).
 pub const TRAINER_TOKENS_PER_SECOND: &str = "pretext_trainer_tokens_per_second";
+/// Ranks of the group this trainer trains in; 1 alone (gauge).
+pub const TRAINER_WORLD_SIZE: &str = "pretext_trainer_world_size";
+/// Elastic re-formations this trainer went through: a member joined, left
+/// or was lost (counter).
+pub const TRAINER_REFORMATIONS: &str = "pretext_trainer_reformations_total";
+/// Seconds each re-formation took: from the end of one generation's
+/// training to the start of the next one's (histogram).
+pub const TRAINER_REFORM_SECONDS: &str = "pretext_trainer_reform_seconds";
 
 /// Batches handed to the broker by this producer (counter).
 pub const PRODUCER_BATCHES_PUBLISHED: &str = "pretext_producer_batches_published_total";
@@ -98,6 +106,20 @@ pub fn describe() {
     describe_gauge!(
         TRAINER_TOKENS_PER_SECOND,
         "real tokens per second of the last step"
+    );
+    describe_gauge!(
+        TRAINER_WORLD_SIZE,
+        "ranks of the group this trainer trains in"
+    );
+    describe_counter!(
+        TRAINER_REFORMATIONS,
+        Unit::Count,
+        "elastic re-formations (a member joined, left or was lost)"
+    );
+    describe_histogram!(
+        TRAINER_REFORM_SECONDS,
+        Unit::Seconds,
+        "seconds from the end of one generation's training to the next one's start"
     );
     describe_counter!(
         PRODUCER_BATCHES_PUBLISHED,

@@ -206,6 +206,7 @@ mod tests {
                 optimizer: AdamWConfig::default(),
                 tokens_seen: 5,
                 earlier_applied: BTreeMap::from([(6, vec!["old".to_string()])]),
+                members: Vec::new(),
             },
         );
         state.applied_batch_ids = vec!["b1".into()];

@@ -1,6 +1,6 @@
 //! The exactly-once audit of a run: the producers' manifests joined with the
 //! applied ids of every checkpoint, and the batches that went to the
-//! dead-letter queue instead.
+//! dead-letter queue instead, and the membership changes of an elastic run.
 
 use std::path::Path;
 
@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoints::{AppliedHistory, checkpoint_dir};
 use crate::dead::{DeadBatch, read_dead};
 use crate::error::TrainError;
+use crate::membership::{Generation, read_generations};
 
 /// What `pretext audit` reports. The contract holds when `missing` and
 /// `applied_twice` are 0 and `applied == published`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditReport {
     /// Distinct batches the producers' manifests record as published.
     pub published: u64,
@@ -26,6 +27,10 @@ pub struct AuditReport {
     /// Batches the trainer found in the dead-letter queue when the data
     /// ended, never applied (counted in `missing` when published), with why.
     pub dead: Vec<DeadBatch>,
+    /// An elastic run's generations: who trained from which step, and who
+    /// joined, left or was lost (absent for a fixed group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub membership: Vec<Generation>,
 }
 
 /// Audits `run_dir`: manifests from `RUN_DIR/manifests/`, checkpoints from
@@ -49,5 +54,6 @@ pub fn audit(run_dir: &Path) -> Result<AuditReport, TrainError> {
         missing: missing as u64,
         applied_twice: history.applied_twice().len() as u64,
         dead,
+        membership: read_generations(&checkpoint_dir(run_dir))?,
     })
 }

@@ -43,6 +43,10 @@ pub struct TrainingState {
     /// written).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub earlier_applied: BTreeMap<u64, Vec<String>>,
+    /// The processes of a data-parallel run that wrote it, by rank
+    /// (`host:pid`); empty for a single process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 /// Just the history of a `training` value of any shape.
@@ -225,6 +229,7 @@ mod tests {
             optimizer: AdamWConfig::default(),
             tokens_seen: 10,
             earlier_applied: BTreeMap::from([(5, vec!["x".to_string()])]),
+            members: Vec::new(),
         };
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(
@@ -267,6 +272,7 @@ mod tests {
                     optimizer: AdamWConfig::default(),
                     tokens_seen: step,
                     earlier_applied: BTreeMap::new(),
+                    members: Vec::new(),
                 },
             );
             state.applied_batch_ids = vec![format!("b{step}a"), format!("b{step}b")];

@@ -56,6 +56,43 @@ pub struct WorldConfig {
     /// Milliseconds a rank with no batch at hand waits for one before the
     /// ranks step without it (default 100).
     pub batch_wait_ms: u64,
+    /// Elastic membership (torchrun's `--nnodes MIN:MAX`): processes join
+    /// and leave the running group, which re-forms at a round boundary;
+    /// `master_addr:master_port` is then the rendezvous endpoint, and
+    /// `world_size` and `rank` are not used (default: a fixed group).
+    pub elastic: Option<Nnodes>,
+}
+
+/// How many processes an elastic run trains with: training waits while
+/// fewer than `min` are present; more than `max` wait for a place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nnodes {
+    /// Fewest members that train.
+    pub min: usize,
+    /// Most members that train together.
+    pub max: usize,
+}
+
+impl std::str::FromStr for Nnodes {
+    type Err = String;
+
+    /// `MIN:MAX`, or `N` for `N:N` (torchrun's `--nnodes`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let num = |p: &str| {
+            p.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("`{s}`: {e} (expected MIN:MAX, e.g. 1:4)"))
+        };
+        let (min, max) = match s.split_once(':') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(s)?, num(s)?),
+        };
+        if min == 0 || max < min {
+            return Err(format!("`{s}`: need 1 <= MIN <= MAX"));
+        }
+        Ok(Self { min, max })
+    }
 }
 
 impl Default for WorldConfig {
@@ -68,6 +105,7 @@ impl Default for WorldConfig {
             timeout_secs: DEFAULT_DIST_TIMEOUT_SECS,
             bucket_mb: DEFAULT_BUCKET_MB,
             batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
+            elastic: None,
         }
     }
 }
@@ -100,6 +138,14 @@ impl WorldConfig {
 
     fn validate(&self) -> Result<(), TrainError> {
         let fail = |m: String| Err(TrainError::Config(m));
+        if let Some(n) = self.elastic
+            && (n.min == 0 || n.max < n.min)
+        {
+            return fail(format!(
+                "world.elastic {}:{} is not 1 <= MIN <= MAX",
+                n.min, n.max
+            ));
+        }
         if self.world_size == 0 {
             return fail("world.world_size must be at least 1".into());
         }

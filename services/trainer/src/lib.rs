@@ -50,13 +50,14 @@ pub mod config;
 pub mod control;
 pub mod dead;
 pub mod error;
+pub mod membership;
 pub mod metrics;
 pub mod step;
 pub mod trainer;
 
 pub use audit::{AuditReport, audit};
 pub use checkpoints::{AppliedHistory, TrainingState, checkpoint_dir};
-pub use config::{DeviceChoice, TrainerConfig, WorldConfig};
+pub use config::{DeviceChoice, Nnodes, TrainerConfig, WorldConfig};
 pub use dead::{DeadBatch, read_dead};
 pub use error::TrainError;
 pub use metrics::{METRICS_FILE, StepMetrics, read_metrics};

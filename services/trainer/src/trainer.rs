@@ -8,6 +8,7 @@
 //! has seen.
 
 mod checkpoint;
+mod elastic;
 mod parallel;
 mod start;
 
@@ -42,6 +43,9 @@ pub enum StopReason {
     MaxSteps,
     /// The shutdown future completed.
     Shutdown,
+    /// Elastic: the group re-forms (a member joins or leaves) after a
+    /// checkpoint; this process goes on in the next generation.
+    Reform,
 }
 
 /// What a run did.
@@ -106,12 +110,29 @@ pub async fn run_with_transport(
     config.validate()?;
     let topology = Topology::with_config(config.namespace.clone(), config.topology);
     topology.declare(&*transport).await?;
+    if config.world.as_ref().is_some_and(|w| w.elastic.is_some()) {
+        return elastic::run(config, transport, topology, shutdown).await;
+    }
     // Data parallel: meet the other ranks before reading the checkpoints, so
     // that rank 0 cannot write one while another rank is still loading.
     let group = match &config.world {
         Some(world) => Some(parallel::join(world, config.device.device()?).await?),
         None => None,
     };
+    run_session(config, &transport, topology, group, None, shutdown).await
+}
+
+/// A run with a fixed group (or none), or one generation of an elastic run
+/// (`generation` given, with `group` its group): from the newest checkpoint
+/// until the run ends or, elastic, the group re-forms.
+async fn run_session(
+    config: TrainerConfig,
+    transport: &SharedTransport,
+    topology: Topology,
+    group: Option<pretext_dist::ProcessGroup>,
+    generation: Option<elastic::GenerationStart>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<TrainSummary, TrainError> {
     // A crash between a checkpoint and its ledger line: the ledger gets the
     // line now (rank 0 writes; the others only read).
     if group.as_ref().is_none_or(|g| g.rank() == 0) {
@@ -125,16 +146,25 @@ pub async fn run_with_transport(
     }
     let history = AppliedHistory::load(&config.checkpoint_dir())?;
     let mut start = build_learner(&config)?;
+    let (generation, joins) = match generation {
+        Some(g) => (Some(g.record), Some(g.joins)),
+        None => (None, None),
+    };
     let dist = match (group, &config.world) {
         (Some(group), Some(world)) => {
             let (dist, learner) =
-                parallel::Dist::start(group, world, start.learner, &history).await?;
+                parallel::Dist::start(group, world, start.learner, &history, joins).await?;
             start.learner = learner;
             Some(dist)
         }
         _ => None,
     };
     let rank = dist.as_ref().map_or(0, parallel::Dist::rank);
+    metrics::gauge!(names::TRAINER_WORLD_SIZE)
+        .set(dist.as_ref().map_or(1, parallel::Dist::world) as f64);
+    if let Some(record) = generation {
+        elastic::started(&config, record, rank, start.resumed_from.unwrap_or(0))?;
+    }
     let metrics = MetricsWriter::open_file(
         &config.run_dir,
         &metrics_file(rank),
@@ -146,7 +176,7 @@ pub async fn run_with_transport(
         batches: topology.pretrain(),
     };
     let mut control = ControlWatch::start(
-        &transport,
+        transport,
         &streams,
         config.task,
         config.trusted_publishers.clone(),

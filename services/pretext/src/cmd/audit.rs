@@ -11,7 +11,8 @@ pub struct Args {
     /// The run directory (`manifests/` from producers, `checkpoints/` from the trainer).
     pub run_dir: PathBuf,
     /// Print JSON: `published`, `applied`, `missing`, `applied_twice`,
-    /// `dead` (`[{"id", "reason"}]`).
+    /// `dead` (`[{"id", "reason"}]`), and for an elastic run `membership`
+    /// (one entry per generation).
     #[arg(long)]
     pub json: bool,
 }
@@ -35,6 +36,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("dead           {}", report.dead.len());
         for d in &report.dead {
             println!("  {}  {}", d.id, d.reason);
+        }
+        if !report.membership.is_empty() {
+            println!("membership     {} generations", report.membership.len());
+            for g in &report.membership {
+                println!("  {}", pretext_trainer::membership::describe(g));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use pretext_core::task::Task;
 use pretext_model::{AdamWConfig, InputEncoding, ModelConfig, NormKind, Precision};
 use pretext_trainer::config::{
     DEFAULT_BATCH_WAIT_MS, DEFAULT_BUCKET_MB, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_SECS,
-    DEFAULT_DIST_TIMEOUT_SECS, DEFAULT_KEEP_CHECKPOINTS, WorldConfig, direction_for,
+    DEFAULT_DIST_TIMEOUT_SECS, DEFAULT_KEEP_CHECKPOINTS, Nnodes, WorldConfig, direction_for,
 };
 use pretext_trainer::{DeviceChoice, TrainerConfig};
 use serde::de::DeserializeOwned;
@@ -75,11 +75,21 @@ pub struct Args {
     pub metrics: MetricsArgs,
 }
 
-/// Data parallel: active when `WORLD_SIZE` is set (with `MASTER_ADDR`,
-/// `MASTER_PORT` and optionally `RANK`, as `pretext launch` or torchrun set
-/// them); every rank must share the run directory.
+/// Data parallel: a fixed group when `WORLD_SIZE` is set (with
+/// `MASTER_ADDR`, `MASTER_PORT` and optionally `RANK`, as `pretext launch`
+/// or torchrun set them), an elastic one with `--nnodes`; every rank must
+/// share the run directory.
 #[derive(Debug, clap::Args)]
 pub struct DistArgs {
+    /// Elastic membership, `MIN:MAX` (or `N`): processes started with the
+    /// same settings join the running group, and leave it on SIGTERM or
+    /// when lost; training waits while fewer than MIN are present.
+    #[arg(long, env = "PRETEXT_NNODES")]
+    pub nnodes: Option<Nnodes>,
+    /// Elastic: `HOST:PORT` where the members meet; the process that can
+    /// bind it hosts the store and must live as long as the run.
+    #[arg(long, env = "PRETEXT_RDZV_ENDPOINT", default_value = "127.0.0.1:29400")]
+    pub rdzv_endpoint: String,
     /// Seconds a rank waits for the others (rendezvous, every collective)
     /// before failing: a dead or hung rank stops the others after this.
     #[arg(long, env = "PRETEXT_DIST_TIMEOUT", default_value_t = DEFAULT_DIST_TIMEOUT_SECS)]
@@ -216,7 +226,29 @@ impl Args {
 /// finish the step, checkpoint, ack and exit 0).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = args.config();
-    config.world = WorldConfig::from_env()?.map(|w| WorldConfig {
+    let fixed = WorldConfig::from_env()?;
+    let world = match args.dist.nnodes {
+        Some(nnodes) => {
+            anyhow::ensure!(
+                fixed.is_none(),
+                "--nnodes (an elastic group) and WORLD_SIZE (a fixed one) exclude each other: unset WORLD_SIZE"
+            );
+            let endpoint = args.dist.rdzv_endpoint.trim();
+            let (host, port) = endpoint
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                .filter(|(h, p)| !h.is_empty() && *p != 0)
+                .with_context(|| format!("--rdzv-endpoint `{endpoint}` is not HOST:PORT"))?;
+            Some(WorldConfig {
+                master_addr: host.to_owned(),
+                master_port: port,
+                elastic: Some(nnodes),
+                ..WorldConfig::default()
+            })
+        }
+        None => fixed,
+    };
+    config.world = world.map(|w| WorldConfig {
         timeout_secs: args.dist.dist_timeout,
         bucket_mb: args.dist.bucket_mb,
         batch_wait_ms: args.dist.batch_wait_ms,

@@ -64,6 +64,10 @@ impl Session {
             tokens_seen: self.tokens_seen,
             // The ledger holds the earlier checkpoints' ids.
             earlier_applied: BTreeMap::new(),
+            members: self
+                .dist
+                .as_ref()
+                .map_or_else(Vec::new, |d| d.members.clone()),
         };
         let mut state = CheckpointState::new(
             learner.optimizer.step_count(),

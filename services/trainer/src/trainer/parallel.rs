@@ -22,6 +22,11 @@
 //! durable and that their parameters hash the same, then each acks its own
 //! deliveries. A failed collective (a rank died or hung past the timeout)
 //! ends every rank with an error naming the lost rank and nothing acked.
+//!
+//! Elastic (`elastic`), the agreement also carries the ranks that leave
+//! (SIGTERM) and whether members wait to join: then the ranks stop the
+//! round, checkpoint, and the group re-forms; a failed collective makes the
+//! survivors re-form from the last durable checkpoint instead of failing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +35,9 @@ use std::time::{Duration, Instant};
 
 use pretext_core::batch::DecodedBatch;
 use pretext_datasets::trivial::BatchTrivial;
-use pretext_dist::{Backend, DistError, GradBuckets, GroupOptions, ProcessGroup, digest};
+use pretext_dist::{
+    Backend, DistError, GradBuckets, GroupOptions, JoinWatch, ProcessGroup, digest, process_name,
+};
 use pretext_model::checkpoint::checkpoint_dir_name;
 use pretext_model::tch::{Device, Tensor};
 use pretext_model::{ModelError, StepStats};
@@ -44,9 +51,10 @@ use crate::error::TrainError;
 use crate::metrics::StepMetrics;
 use crate::step::{Learner, StepBatch, apply, backward, is_batch_error, lock_torch_rng};
 
-/// Store key of `rank`'s batch id in `round`.
-fn round_key(round: u64, rank: usize) -> String {
-    format!("pretext/round/{round}/{rank}")
+/// Store key of `rank`'s batch id in `round` (under the group's prefix:
+/// an elastic generation's keys are its own).
+fn round_key(group: &ProcessGroup, round: u64, rank: usize) -> String {
+    group.key(&format!("round/{round}/{rank}"))
 }
 
 /// This rank's membership of the run.
@@ -66,6 +74,12 @@ pub(super) struct Dist {
     shutdown_seen: bool,
     /// The control stream reader still runs.
     control_alive: bool,
+    /// The processes of the group by rank (`host:pid`), recorded in
+    /// checkpoints.
+    pub(super) members: Vec<String>,
+    /// Elastic: registrations for the next generation, which make the group
+    /// re-form at a round boundary (rank 0 looks each round).
+    joins: Option<Arc<JoinWatch>>,
 }
 
 /// The c10d backend for a model on `device`: NCCL for CUDA (as DDP),
@@ -77,11 +91,9 @@ pub(super) fn backend_for(device: Device) -> Backend {
     }
 }
 
-/// Meets the other ranks (blocking, on the blocking pool) in a group whose
-/// backend suits the model's `device`.
-pub(super) async fn join(world: &WorldConfig, device: Device) -> Result<ProcessGroup, TrainError> {
-    let rdv = world.rendezvous();
-    let options = GroupOptions {
+/// How the groups of `world` are built for a model on `device`.
+pub(super) fn group_options(world: &WorldConfig, device: Device) -> GroupOptions {
+    GroupOptions {
         timeout: Duration::from_secs(world.timeout_secs),
         backend: backend_for(device),
         cuda_device: match device {
@@ -89,7 +101,14 @@ pub(super) async fn join(world: &WorldConfig, device: Device) -> Result<ProcessG
             _ => 0,
         },
         ..GroupOptions::default()
-    };
+    }
+}
+
+/// Meets the other ranks (blocking, on the blocking pool) in a group whose
+/// backend suits the model's `device`.
+pub(super) async fn join(world: &WorldConfig, device: Device) -> Result<ProcessGroup, TrainError> {
+    let rdv = world.rendezvous();
+    let options = group_options(world, device);
     tracing::info!(backend = ?options.backend, ?device, "data parallel: joining the group");
     let group = tokio::task::spawn_blocking(move || pretext_dist::init(&rdv, options))
         .await
@@ -100,20 +119,27 @@ pub(super) async fn join(world: &WorldConfig, device: Device) -> Result<ProcessG
 impl Dist {
     /// Makes the ranks' starting points one: the same resumed step,
     /// parameter layout and applied history (else an error), then rank 0's
-    /// parameters on every rank.
+    /// parameters on every rank; every rank learns who the others are.
+    /// `joins` is given in an elastic run.
     pub(super) async fn start(
         group: ProcessGroup,
         world: &WorldConfig,
         learner: Learner,
         history: &AppliedHistory,
+        joins: Option<JoinWatch>,
     ) -> Result<(Self, Learner), TrainError> {
         let applied = history.distinct().len() as i64;
         let bucket_bytes = world.bucket_mb.saturating_mul(1 << 20);
         let group = Arc::new(group);
         let g = group.clone();
-        let (learner, buckets) = tokio::task::spawn_blocking(move || {
+        let (learner, synced) = tokio::task::spawn_blocking(move || {
             let mut learner = learner;
-            let synced = (|| -> Result<GradBuckets, DistError> {
+            let synced = (|| -> Result<(GradBuckets, Vec<String>), DistError> {
+                let store = g.store();
+                store.set(
+                    &g.key(&format!("member/{}", g.rank())),
+                    process_name().as_bytes(),
+                )?;
                 g.check_equal("resumed step", learner.optimizer.step_count() as i64)?;
                 g.check_equal("parameter elements", learner.optimizer.numel() as i64)?;
                 g.check_equal("batches applied by the checkpoints", applied)?;
@@ -124,17 +150,22 @@ impl Dist {
                     .map(Tensor::shallow_clone)
                     .collect();
                 g.broadcast(&mut params, 0)?;
-                Ok(GradBuckets::new(
-                    learner.optimizer.parameters(),
-                    bucket_bytes,
-                ))
+                // Past a collective: every rank's name is in the store.
+                let members = (0..g.world_size())
+                    .map(|r| {
+                        let name = store.get(&g.key(&format!("member/{r}")))?;
+                        Ok(String::from_utf8_lossy(&name).into_owned())
+                    })
+                    .collect::<Result<Vec<_>, DistError>>()?;
+                let buckets = GradBuckets::new(learner.optimizer.parameters(), bucket_bytes);
+                Ok((buckets, members))
             })();
             learner.optimizer.zero_grad();
             (learner, synced)
         })
         .await
         .map_err(|e| TrainError::Panic(e.to_string()))?;
-        let buckets = buckets?;
+        let (buckets, members) = synced?;
         tracing::info!(
             rank = group.rank(),
             world = group.world_size(),
@@ -151,6 +182,8 @@ impl Dist {
             comm_secs: 0.0,
             shutdown_seen: false,
             control_alive: true,
+            members,
+            joins: joins.map(Arc::new),
         };
         Ok((dist, learner))
     }
@@ -168,8 +201,10 @@ impl Dist {
 
 /// What the ranks agreed at the start of a round.
 struct Agreement {
-    /// Some rank's shutdown future completed.
-    shutdown: bool,
+    /// Ranks whose shutdown future completed (elastic: they leave).
+    leaving: usize,
+    /// Elastic: members wait to join, so the group re-forms.
+    reform: bool,
     /// Ranks that consider the run finished.
     stopping: usize,
     /// Some rank needs a checkpoint after this round.
@@ -332,17 +367,33 @@ impl Session {
                     return Err(err);
                 }
             };
-            if agreed.shutdown {
+            let elastic = self.dist().joins.is_some();
+            let finished = agreed.stopping == world && agreed.ids.iter().all(Option::is_none);
+            let reform = elastic && (agreed.leaving > 0 || agreed.reform) && !finished;
+            if agreed.leaving == world || (agreed.leaving > 0 && !elastic) || reform {
                 if let Some(r) = ready
                     && let Err(err) = r.delivery.nack_requeue().await
                 {
                     tracing::debug!(error = %err, "requeue on shutdown failed");
                 }
+                if !reform {
+                    tracing::info!(
+                        step = self.step_count(),
+                        "shutdown requested; every rank stops"
+                    );
+                    return Ok(StopReason::Shutdown);
+                }
                 tracing::info!(
                     step = self.step_count(),
-                    "shutdown requested; every rank stops"
+                    leaving = agreed.leaving,
+                    joining = agreed.reform,
+                    "elastic: the group re-forms after a checkpoint"
                 );
-                return Ok(StopReason::Shutdown);
+                return Ok(if self.dist().shutdown_seen {
+                    StopReason::Shutdown
+                } else {
+                    StopReason::Reform
+                });
             }
             let candidates = agreed.ids.iter().filter(|id| id.is_some()).count();
             if candidates == 0 {
@@ -437,35 +488,43 @@ impl Session {
         }
         let shutdown = dist.shutdown_seen;
         let group = dist.group.clone();
+        let joins = dist.joins.clone();
         let agreed = tokio::task::spawn_blocking(move || -> Result<Agreement, DistError> {
             let (rank, world) = (group.rank(), group.world_size());
             let store = group.store();
             if let Some(id) = &id {
-                store.set(&round_key(round, rank), id.as_bytes())?;
+                store.set(&round_key(&group, round, rank), id.as_bytes())?;
             }
-            let mut flags = vec![0i64; 3 + world];
+            let joining = match (&joins, rank) {
+                (Some(j), 0) => j.wanted()?,
+                _ => false,
+            };
+            let mut flags = vec![0i64; 4 + world];
             flags[0] = i64::from(shutdown);
             flags[1] = i64::from(stopping);
             flags[2] = i64::from(want_checkpoint);
-            flags[3 + rank] = i64::from(id.is_some());
+            flags[3] = i64::from(joining);
+            flags[4 + rank] = i64::from(id.is_some());
             group.all_reduce_i64(&mut flags)?;
             // Every rank is past this round's all-reduce, so each has read
             // the ids of the round before: ours can go.
             if let Some(old) = stale {
-                store.delete(&round_key(old, rank))?;
+                store.delete(&round_key(&group, old, rank))?;
             }
             let mut ids = Vec::with_capacity(world);
             for r in 0..world {
-                ids.push(match flags[3 + r] {
+                ids.push(match flags[4 + r] {
                     0 => None,
                     _ if r == rank => id.clone(),
                     _ => Some(
-                        String::from_utf8_lossy(&store.get(&round_key(round, r))?).into_owned(),
+                        String::from_utf8_lossy(&store.get(&round_key(&group, round, r))?)
+                            .into_owned(),
                     ),
                 });
             }
             Ok(Agreement {
-                shutdown: flags[0] > 0,
+                leaving: usize::try_from(flags[0]).unwrap_or(0),
+                reform: flags[3] > 0,
                 stopping: usize::try_from(flags[1]).unwrap_or(0),
                 checkpoint: flags[2] > 0,
                 ids,

@@ -82,6 +82,7 @@ fn sizes(
                     optimizer: AdamWConfig::default(),
                     tokens_seen: 0,
                     earlier_applied,
+                    members: Vec::new(),
                 },
             );
             s.applied_batch_ids = (n + step as usize * a.per_checkpoint..)
