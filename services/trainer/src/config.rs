@@ -369,6 +369,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nnodes_reads_min_max_or_one_number_and_refuses_the_rest() {
+        assert_eq!("1:4".parse(), Ok(Nnodes { min: 1, max: 4 }));
+        assert_eq!(" 2 ".parse(), Ok(Nnodes { min: 2, max: 2 }));
+        for bad in ["0:2", "3:2", "x", "1:", ":3", "-1:2"] {
+            assert!(bad.parse::<Nnodes>().is_err(), "{bad}");
+        }
+        let world = WorldConfig {
+            elastic: Some(Nnodes { min: 3, max: 2 }),
+            ..WorldConfig::default()
+        };
+        assert!(world.validate().is_err());
+    }
+
+    #[test]
     fn defaults_validate_and_prefetch_covers_a_checkpoint_interval() {
         let c = TrainerConfig::default();
         c.validate().unwrap();

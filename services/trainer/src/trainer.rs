@@ -10,6 +10,7 @@
 mod checkpoint;
 mod elastic;
 mod parallel;
+mod round;
 mod start;
 
 use std::collections::{HashMap, HashSet};

@@ -33,23 +33,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pretext_core::batch::DecodedBatch;
 use pretext_datasets::trivial::BatchTrivial;
 use pretext_dist::{
     Backend, DistError, GradBuckets, GroupOptions, JoinWatch, ProcessGroup, digest, process_name,
 };
 use pretext_model::checkpoint::checkpoint_dir_name;
 use pretext_model::tch::{Device, Tensor};
-use pretext_model::{ModelError, StepStats};
 use pretext_mq::Consumer;
 
+use super::round::parallel_step;
 use super::{Ready, Session, StopReason};
 use crate::checkpoints::AppliedHistory;
 use crate::config::WorldConfig;
 use crate::control::ControlWatch;
 use crate::error::TrainError;
 use crate::metrics::StepMetrics;
-use crate::step::{Learner, StepBatch, apply, backward, is_batch_error, lock_torch_rng};
+use crate::step::Learner;
 
 /// Store key of `rank`'s batch id in `round` (under the group's prefix:
 /// an elastic generation's keys are its own).
@@ -211,115 +210,6 @@ struct Agreement {
     checkpoint: bool,
     /// Each rank's batch id this round, if it holds one.
     ids: Vec<Option<String>>,
-}
-
-/// What one data-parallel step did.
-struct RoundOutcome {
-    /// Which ranks' batches the step applied.
-    applied: Vec<bool>,
-    /// This rank's batch, when the model found it unusable.
-    rejected: Option<ModelError>,
-    /// The optimiser's report; `None` when no rank applied anything.
-    step: Option<StepStats>,
-    /// Mean loss and accuracy over every rank's loss positions.
-    loss: f64,
-    accuracy: f64,
-    /// This rank's loss positions.
-    local_count: i64,
-    /// Real tokens of every rank's batch.
-    real_tokens: u64,
-    /// Seconds in the gradient all-reduce.
-    comm_secs: f64,
-}
-
-/// Rank 0 draws what a single process would; the others their own stream.
-fn rank_seed(seed: u64, rank: usize) -> i64 {
-    (seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64
-}
-
-/// Backward on this rank's batch (if any), then the all-reduces and the
-/// update: the same on every rank.
-fn parallel_step(
-    learner: &mut Learner,
-    group: &ProcessGroup,
-    buckets: &GradBuckets,
-    batch: Option<&DecodedBatch>,
-) -> Result<RoundOutcome, TrainError> {
-    if let Some(n) = learner.threads {
-        pretext_model::tch::set_num_threads(n as i32);
-    }
-    let (rank, world) = (group.rank(), group.world_size());
-    let _rng = (learner.model.config().dropout > 0.0).then(lock_torch_rng);
-    let mut rng = learner.rng;
-    let seed = rng.next_seed();
-    learner.optimizer.zero_grad();
-    let mut local = None;
-    let mut rejected = None;
-    if let Some(b) = batch {
-        pretext_model::tch::manual_seed(rank_seed(seed, rank));
-        let result = StepBatch::from_decoded(b)
-            .and_then(|sb| backward(&learner.model, &mut learner.optimizer, &sb));
-        match result {
-            Ok(l) => local = Some(l),
-            Err(err) if is_batch_error(&err) => {
-                learner.optimizer.zero_grad();
-                rejected = Some(err);
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-    // [loss sum, loss positions, correct, real tokens, applied by rank 0..]
-    let mut sums = vec![0.0f64; 4 + world];
-    if let (Some(l), Some(b)) = (&local, batch) {
-        sums[0] = l.loss_sum;
-        sums[1] = l.count as f64;
-        sums[2] = l.correct as f64;
-        sums[3] = b.stats().real_tokens as f64;
-        sums[4 + rank] = 1.0;
-    }
-    // This one also waits for the slowest rank's backward; the timed
-    // all-reduce below starts with the ranks in step.
-    group.all_reduce_f64(&mut sums)?;
-    let applied: Vec<bool> = sums[4..].iter().map(|&f| f > 0.5).collect();
-    let local_count = local.as_ref().map_or(0, |l| l.count);
-    if !applied.iter().any(|&a| a) {
-        return Ok(RoundOutcome {
-            applied,
-            rejected,
-            step: None,
-            loss: 0.0,
-            accuracy: 0.0,
-            local_count,
-            real_tokens: 0,
-            comm_secs: 0.0,
-        });
-    }
-    let grads = match local {
-        Some(l) => l.grads,
-        // Zero after zero_grad: this rank contributes nothing.
-        None => learner.optimizer.gradients(),
-    };
-    let comm = Instant::now();
-    let summed = buckets.all_reduce(group, &grads)?;
-    let comm_secs = comm.elapsed().as_secs_f64();
-    let count = sums[1].round() as i64;
-    let stats = apply(&mut learner.optimizer, &summed, count)?;
-    learner.rng = rng;
-    let (loss, accuracy) = if count == 0 {
-        (0.0, 0.0)
-    } else {
-        (sums[0] / count as f64, sums[2] / count as f64)
-    };
-    Ok(RoundOutcome {
-        applied,
-        rejected,
-        step: Some(stats),
-        loss,
-        accuracy,
-        local_count,
-        real_tokens: sums[3].round() as u64,
-        comm_secs,
-    })
 }
 
 impl Session {
