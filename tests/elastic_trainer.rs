@@ -6,6 +6,8 @@
 //! 1 -> 2 -> 1 holds the parameters of one process stepping on the same
 //! unions of batches.
 
+#[path = "http_support/mod.rs"]
+mod http;
 #[path = "trainer_support/mod.rs"]
 mod support;
 
@@ -268,9 +270,18 @@ async fn a_group_that_went_1_2_1_holds_what_one_process_would_on_the_same_unions
     let port = pretext_dist::free_port().unwrap();
     let args = elastic_args(topology.namespace(), run_dir, port, 2);
     let log = |name: &str| run_dir.join(format!("{name}.log"));
-    let logs = [log("a"), log("b"), log("c")];
+    let logs = [log("a"), log("b")];
     let members = &mut cleanup.children;
-    members.push(member(&args, &logs[0]));
+    // a serves its metrics: the world size and the re-formations.
+    let metrics_port = http::free_port();
+    let mut a_args = args.clone();
+    a_args.extend(["--metrics-addr".into(), format!("127.0.0.1:{metrics_port}")]);
+    let metric = |name: &str| {
+        http::scrape(metrics_port)
+            .and_then(|m| m.get(name).copied())
+            .unwrap_or(-1.0)
+    };
+    members.push(member(&a_args, &logs[0]));
     until(members, &logs, "a alone checkpoints task a", || {
         checkpointed(run_dir) >= 6
     });
@@ -280,6 +291,8 @@ async fn a_group_that_went_1_2_1_holds_what_one_process_would_on_the_same_unions
             .last()
             .is_some_and(|g| g.world_size == 2)
     });
+    assert_eq!(metric("pretext_trainer_world_size"), 2.0);
+    assert_eq!(metric("pretext_trainer_reformations_total"), 1.0);
     publish_task(&transport, &topology, run_dir, "b", &tasks[1]).await;
     until(members, &logs, "a and b checkpoint task b", || {
         checkpointed(run_dir) >= 18
@@ -292,6 +305,9 @@ async fn a_group_that_went_1_2_1_holds_what_one_process_would_on_the_same_unions
             .last()
             .is_some_and(|g| g.world_size == 1 && g.generation == 3)
     });
+    assert_eq!(metric("pretext_trainer_world_size"), 1.0);
+    assert_eq!(metric("pretext_trainer_reformations_total"), 2.0);
+    assert_eq!(metric("pretext_trainer_reform_seconds_count"), 2.0);
     publish_task(&transport, &topology, run_dir, "c", &tasks[2]).await;
     let status = wait_exit(&mut members[0], PHASE, &logs[0]);
     assert!(

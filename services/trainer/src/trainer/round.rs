@@ -120,4 +120,3 @@ pub(super) fn parallel_step(
         comm_secs,
     })
 }
-
