@@ -49,6 +49,27 @@ def manifest_tokens(run_dir):
     return total
 
 
+PHASES = ("agree", "backward", "sync", "allreduce", "apply")
+
+
+def profile(run_dir, ranks):
+    """Each rank's seconds by phase, summed over its steps, from its metrics
+    file: waiting for data, the round's phases (data parallel), and the
+    rest (decode, bookkeeping, the blocking pool)."""
+    out = []
+    for r in range(ranks):
+        name = "metrics.jsonl" if r == 0 else f"metrics.rank{r}.jsonl"
+        steps = [json.loads(l) for l in open(os.path.join(run_dir, name))]
+        row = {"rank": r, "steps": len(steps), "step_secs": sum(s["step_secs"] for s in steps),
+               "wait": sum(s["step_secs"] * s["data_wait_fraction"] for s in steps),
+               "real_tokens": sum(s["real_tokens"] for s in steps)}
+        for ph in PHASES:
+            row[ph] = sum(s.get("phases", {}).get(ph, 0.0) for s in steps)
+        row["other"] = row["step_secs"] - row["wait"] - sum(row[ph] for ph in PHASES)
+        out.append(row)
+    return out
+
+
 def delete_namespace(ns):
     for q in ("pretrain", "finetune", "files", "control", "dead"):
         subprocess.run(["rabbitmqctl", "delete_queue", f"{ns}.{q}"], capture_output=True)
@@ -86,7 +107,7 @@ def pretext(a, ranks, work):
         "ranks": ranks, "real_tokens": tokens, "batches": audit["applied"], "wall_secs": wall,
         "produce_secs": produce_secs, "steps_rank0": len(steps),
         "step_secs_rank0": sum(s["step_secs"] for s in steps), "tokens_per_s": tokens / wall,
-        "ranks_said": per_rank,
+        "ranks_said": per_rank, "profile": profile(run_dir, ranks),
     }, model
 
 
@@ -135,6 +156,14 @@ def main():
     print("|---|---|---|---|")
     for r in (1, 2):
         print(f"| {r} | {doc[f'pretext_{r}']:,.0f} | {doc[f'pytorch_{r}']:,.0f} | {doc[f'ratio_{r}']:.2f} |")
+    print("where pretext's time went, seconds summed over each rank's steps:")
+    cols = ("step_secs", "wait", *PHASES, "other")
+    print("| run | rank | steps | real tokens | " + " | ".join(cols) + " |")
+    print("|---|---|---|---|" + "---|" * len(cols))
+    for key in ("pretext_1", "pretext_2"):
+        for row in doc["runs"][key]["profile"]:
+            print(f"| {key} | {row['rank']} | {row['steps']} | {row['real_tokens']:,} | "
+                  + " | ".join(f"{row[c]:.1f}" for c in cols) + " |")
     print(f"scaling 1 -> 2 ranks: pretext {doc['pretext_2'] / doc['pretext_1']:.2f}x, "
           f"PyTorch {doc['pytorch_2'] / doc['pytorch_1']:.2f}x; "
           f"publishing took {p1['produce_secs']:.1f} s (not in the pretext figures)")

@@ -62,6 +62,29 @@ pub struct StepMetrics {
     /// positions (absent in files written before they were measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trivial: Option<TrivialAccuracy>,
+    /// Data parallel: where this rank's round went (absent for a single
+    /// process, and in files written before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<RoundPhases>,
+}
+
+/// Seconds of one data-parallel round on one rank, by phase; with the
+/// wait for data (`step_secs × data_wait_fraction`) and bookkeeping they
+/// make up `step_secs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundPhases {
+    /// The round's start: this rank's batch id into the store, the flag
+    /// all-reduce (which waits for the last rank to arrive), the others' ids.
+    pub agree: f64,
+    /// Forward and backward on this rank's batch.
+    pub backward: f64,
+    /// The all-reduce of loss sums and counts: waiting for the slowest
+    /// rank's backward.
+    pub sync: f64,
+    /// The gradient all-reduce (ranks in step).
+    pub allreduce: f64,
+    /// Clipping and the AdamW update.
+    pub apply: f64,
 }
 
 /// Model and trivial token accuracy over the last quarter of a run's steps
@@ -209,6 +232,7 @@ mod tests {
             step_secs: 0.1,
             batch_id: format!("b{step}"),
             trivial: None,
+            phases: None,
         }
     }
 

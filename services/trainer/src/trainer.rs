@@ -214,6 +214,7 @@ async fn run_session(
         pending_steps: 0,
         held: HashMap::new(),
         held_count: 0,
+        pool: Vec::new(),
         pending_since: None,
         idle_since: Instant::now(),
         metrics,
@@ -300,6 +301,9 @@ struct Session {
     held: HashMap<String, Vec<Delivery>>,
     /// Deliveries in `held`: they use up the prefetch.
     held_count: usize,
+    /// Data parallel: deliveries taken from the consumer and not yet
+    /// looked at (the largest goes first; see `parallel`).
+    pool: Vec<Delivery>,
     /// When the oldest pending batch was applied.
     pending_since: Option<Instant>,
     /// End of the last step or checkpoint: waiting for data starts here.
@@ -550,6 +554,7 @@ impl Session {
             step_secs,
             batch_id: id,
             trivial: Some(trivial),
+            phases: None,
         };
         self.record_step(&m, 0)?;
         Ok(())

@@ -132,6 +132,12 @@ impl Session {
     /// are still queued (a crash between a checkpoint and its acks leaves
     /// them), waiting briefly for each.
     pub(super) async fn drain(&mut self, consumer: &mut dyn Consumer) {
+        for delivery in std::mem::take(&mut self.pool) {
+            if self.applied.contains(delivery.message_id()) {
+                self.ack_duplicate(delivery).await;
+            }
+            // Else not ours to apply now: dropped, it goes back to the queue.
+        }
         while let Ok(Ok(Some(delivery))) = tokio::time::timeout(DRAIN_WAIT, consumer.next()).await {
             if !self.applied.contains(delivery.message_id()) {
                 // Not ours to apply now; dropping it returns it to the queue.
@@ -141,11 +147,15 @@ impl Session {
                 );
                 break;
             }
-            self.counts.skipped += 1;
-            metrics::counter!(names::TRAINER_DUPLICATES).increment(1);
-            if let Err(err) = delivery.ack().await {
-                tracing::debug!(error = %err, "ack of a drained duplicate failed");
-            }
+            self.ack_duplicate(delivery).await;
+        }
+    }
+
+    async fn ack_duplicate(&mut self, delivery: pretext_mq::Delivery) {
+        self.counts.skipped += 1;
+        metrics::counter!(names::TRAINER_DUPLICATES).increment(1);
+        if let Err(err) = delivery.ack().await {
+            tracing::debug!(error = %err, "ack of a drained duplicate failed");
         }
     }
 

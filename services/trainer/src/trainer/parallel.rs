@@ -39,7 +39,7 @@ use pretext_dist::{
 };
 use pretext_model::checkpoint::checkpoint_dir_name;
 use pretext_model::tch::{Device, Tensor};
-use pretext_mq::Consumer;
+use pretext_mq::{Consumer, Delivery};
 
 use super::round::parallel_step;
 use super::{Ready, Session, StopReason};
@@ -47,7 +47,7 @@ use crate::checkpoints::AppliedHistory;
 use crate::config::WorldConfig;
 use crate::control::ControlWatch;
 use crate::error::TrainError;
-use crate::metrics::StepMetrics;
+use crate::metrics::{RoundPhases, StepMetrics};
 use crate::step::Learner;
 
 /// Store key of `rank`'s batch id in `round` (under the group's prefix:
@@ -210,6 +210,8 @@ struct Agreement {
     checkpoint: bool,
     /// Each rank's batch id this round, if it holds one.
     ids: Vec<Option<String>>,
+    /// Seconds this rank spent agreeing.
+    secs: f64,
 }
 
 impl Session {
@@ -291,7 +293,7 @@ impl Session {
                     return Ok(stop.expect("this rank agreed to stop"));
                 }
             } else {
-                self.step_parallel(ready, &agreed.ids).await?;
+                self.step_parallel(ready, &agreed.ids, agreed.secs).await?;
             }
             // The same decision on every rank: the flags were agreed, and
             // the steps since the last checkpoint are the same everywhere.
@@ -313,6 +315,12 @@ impl Session {
         loop {
             let (shutdown_seen, control_alive) =
                 (self.dist().shutdown_seen, self.dist().control_alive);
+            // With deliveries at hand, take whatever else has arrived, then
+            // step on the largest.
+            let until = match self.pool.is_empty() {
+                true => deadline,
+                false => tokio::time::Instant::now(),
+            };
             let next = tokio::select! {
                 biased;
                 () = shutdown.as_mut(), if !shutdown_seen => {
@@ -334,18 +342,33 @@ impl Session {
                     }
                     continue;
                 }
-                () = tokio::time::sleep_until(deadline) => return Ok(None),
                 next = consumer.next() => next?,
+                () = tokio::time::sleep_until(until) => {
+                    let Some(delivery) = self.take_largest() else {
+                        return Ok(None);
+                    };
+                    if let Some(ready) = self.prepare(delivery).await {
+                        return Ok(Some(ready));
+                    }
+                    continue;
+                }
             };
             let Some(delivery) = next else {
                 return Err(TrainError::ConsumerEnded {
                     queue: consumer.queue().to_owned(),
                 });
             };
-            if let Some(ready) = self.prepare(delivery).await {
-                return Ok(Some(ready));
-            }
+            self.pool.push(delivery);
         }
+    }
+
+    /// The largest delivery of the pool (by its body's bytes, which grow
+    /// with rows × bucket length): every rank stepping on its largest
+    /// first makes a round's batches alike in size, so that no rank waits
+    /// long for another's backward.
+    fn take_largest(&mut self) -> Option<Delivery> {
+        let i = (0..self.pool.len()).max_by_key(|&i| self.pool[i].body().len())?;
+        Some(self.pool.swap_remove(i))
     }
 
     /// Notes a completed shutdown future without waiting.
@@ -380,6 +403,7 @@ impl Session {
         let group = dist.group.clone();
         let joins = dist.joins.clone();
         let agreed = tokio::task::spawn_blocking(move || -> Result<Agreement, DistError> {
+            let started = Instant::now();
             let (rank, world) = (group.rank(), group.world_size());
             let store = group.store();
             if let Some(id) = &id {
@@ -418,6 +442,7 @@ impl Session {
                 stopping: usize::try_from(flags[1]).unwrap_or(0),
                 checkpoint: flags[2] > 0,
                 ids,
+                secs: started.elapsed().as_secs_f64(),
             })
         })
         .await
@@ -431,6 +456,7 @@ impl Session {
         &mut self,
         ready: Option<Ready>,
         ids: &[Option<String>],
+        agree_secs: f64,
     ) -> Result<(), TrainError> {
         let (rank, group, buckets) = {
             let d = self.dist();
@@ -471,7 +497,7 @@ impl Session {
         .map_err(|e| TrainError::Panic(e.to_string()))?;
         self.learner = Some(learner);
         let outcome = outcome?;
-        self.dist_mut().comm_secs += outcome.comm_secs;
+        self.dist_mut().comm_secs += outcome.phases.allreduce;
         let mut mine = mine;
         if let Some(err) = &outcome.rejected
             && let Some((_, delivery)) = mine.take()
@@ -533,6 +559,10 @@ impl Session {
             step_secs,
             batch_id,
             trivial,
+            phases: Some(RoundPhases {
+                agree: agree_secs,
+                ..outcome.phases
+            }),
         };
         self.record_step(&m, rank)?;
         Ok(())

@@ -10,6 +10,7 @@ use pretext_dist::{GradBuckets, ProcessGroup};
 use pretext_model::{ModelError, StepStats};
 
 use crate::error::TrainError;
+use crate::metrics::RoundPhases;
 use crate::step::{Learner, StepBatch, apply, backward, is_batch_error, lock_torch_rng};
 
 /// What one data-parallel step did.
@@ -27,8 +28,8 @@ pub(super) struct RoundOutcome {
     pub(super) local_count: i64,
     /// Real tokens of every rank's batch.
     pub(super) real_tokens: u64,
-    /// Seconds in the gradient all-reduce.
-    pub(super) comm_secs: f64,
+    /// Seconds of each phase (`agree` is the caller's to fill).
+    pub(super) phases: RoundPhases,
 }
 
 /// Rank 0 draws what a single process would; the others their own stream.
@@ -54,6 +55,14 @@ pub(super) fn parallel_step(
     learner.optimizer.zero_grad();
     let mut local = None;
     let mut rejected = None;
+    let mut phases = RoundPhases::default();
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let now = Instant::now();
+        let secs = now.duration_since(clock).as_secs_f64();
+        clock = now;
+        secs
+    };
     if let Some(b) = batch {
         pretext_model::tch::manual_seed(rank_seed(seed, rank));
         let result = StepBatch::from_decoded(b)
@@ -67,6 +76,7 @@ pub(super) fn parallel_step(
             Err(err) => return Err(err.into()),
         }
     }
+    phases.backward = lap();
     // [loss sum, loss positions, correct, real tokens, applied by rank 0..]
     let mut sums = vec![0.0f64; 4 + world];
     if let (Some(l), Some(b)) = (&local, batch) {
@@ -79,6 +89,7 @@ pub(super) fn parallel_step(
     // This one also waits for the slowest rank's backward; the timed
     // all-reduce below starts with the ranks in step.
     group.all_reduce_f64(&mut sums)?;
+    phases.sync = lap();
     let applied: Vec<bool> = sums[4..].iter().map(|&f| f > 0.5).collect();
     let local_count = local.as_ref().map_or(0, |l| l.count);
     if !applied.iter().any(|&a| a) {
@@ -90,7 +101,7 @@ pub(super) fn parallel_step(
             accuracy: 0.0,
             local_count,
             real_tokens: 0,
-            comm_secs: 0.0,
+            phases,
         });
     }
     let grads = match local {
@@ -98,11 +109,12 @@ pub(super) fn parallel_step(
         // Zero after zero_grad: this rank contributes nothing.
         None => learner.optimizer.gradients(),
     };
-    let comm = Instant::now();
+    lap();
     let summed = buckets.all_reduce(group, &grads)?;
-    let comm_secs = comm.elapsed().as_secs_f64();
+    phases.allreduce = lap();
     let count = sums[1].round() as i64;
     let stats = apply(&mut learner.optimizer, &summed, count)?;
+    phases.apply = lap();
     learner.rng = rng;
     let (loss, accuracy) = if count == 0 {
         (0.0, 0.0)
@@ -117,6 +129,6 @@ pub(super) fn parallel_step(
         accuracy,
         local_count,
         real_tokens: sums[3].round() as u64,
-        comm_secs,
+        phases,
     })
 }
