@@ -21,6 +21,9 @@
 //!   (`trainer/parallel.rs`): every step is taken by all ranks together over
 //!   Gloo (`pretext-dist`): batch ids exchanged through the store, flags,
 //!   loss sums and bucketed gradients all-reduced, rank 0 checkpointing.
+//!   With [`WorldConfig::elastic`] (`--nnodes MIN:MAX`), a member of an
+//!   elastic run (`trainer/elastic.rs`): members join and leave, and each
+//!   change re-forms the group from a checkpoint.
 //! - [`step`]: one optimiser step, split into [`step::backward`] and
 //!   [`step::apply`] so a data-parallel all-reduce fits between them.
 //! - [`checkpoints`]: `RUN_DIR/checkpoints/`, the trainer state in
@@ -28,6 +31,8 @@
 //! - [`control`]: the reader of the `{ns}.control` and `{ns}.dead` streams
 //!   that learns when the data ends, and which batches never will arrive.
 //! - [`dead`]: those batches, and `checkpoints/dead.jsonl`.
+//! - [`membership`]: an elastic run's generations,
+//!   `checkpoints/membership.jsonl`.
 //! - [`metrics`]: `RUN_DIR/metrics.jsonl`, one line per step.
 //! - [`mod@audit`]: manifests joined with checkpoints (`pretext audit`).
 //! - [`error`]: the error type, [`TrainError`].
