@@ -17,6 +17,7 @@ use pretext_core::task::Task;
 use pretext_model::{CheckpointState, list_checkpoints, read_checkpoint_state};
 use pretext_trainer::TrainingState;
 use pretext_trainer::checkpoints::checkpoint_dir;
+use pretext_trainer::metrics::metrics_file;
 use support::ranks::*;
 use support::*;
 
@@ -121,6 +122,20 @@ async fn two_ranks_match_one_process_on_the_union_of_their_batches() {
         "no step combined both ranks' batches: {steps:?}"
     );
     assert_eq!(per_rank.iter().sum::<usize>(), 16);
+    // Every round says where it went, and its phases fit in the step.
+    for r in 0..2 {
+        let lines = pretext_trainer::read_metrics(&run_dir.join(metrics_file(r))).unwrap();
+        for m in lines {
+            let p = m.phases.expect("phases");
+            let sum = p.agree + p.backward + p.sync + p.allreduce + p.apply;
+            assert!(p.backward > 0.0 && p.allreduce > 0.0, "rank {r}: {p:?}");
+            assert!(
+                sum <= m.step_secs + 1e-3,
+                "rank {r}: {p:?} in {}",
+                m.step_secs
+            );
+        }
+    }
 
     // One process, stepping on the union of each step's batches.
     let (_, first) = &checkpoints[0];

@@ -106,6 +106,10 @@ async fn applies_every_batch_once_ends_on_its_own_and_dead_letters_bad_messages(
     );
     for m in &metrics {
         assert!(m.loss.is_finite() && m.loss > 0.0, "{m:?}");
+        // A single process splits its step into backward and update.
+        let p = m.phases.expect("phases");
+        assert!(p.backward > 0.0 && p.apply > 0.0 && p.sync == 0.0, "{p:?}");
+        assert!(p.backward + p.apply <= m.step_secs, "{m:?}");
         assert!(
             (0.0..=1.0).contains(&m.accuracy) && (0.0..1.0).contains(&m.padded_fraction),
             "{m:?}"

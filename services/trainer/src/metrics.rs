@@ -62,15 +62,15 @@ pub struct StepMetrics {
     /// positions (absent in files written before they were measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trivial: Option<TrivialAccuracy>,
-    /// Data parallel: where this rank's round went (absent for a single
-    /// process, and in files written before it was measured).
+    /// Where the step went (a single process fills `backward` and
+    /// `apply`; absent in files written before it was measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phases: Option<RoundPhases>,
 }
 
-/// Seconds of one data-parallel round on one rank, by phase; with the
-/// wait for data (`step_secs × data_wait_fraction`) and bookkeeping they
-/// make up `step_secs`.
+/// Seconds of one step (data parallel: one round on one rank) by phase;
+/// with the wait for data (`step_secs × data_wait_fraction`) and
+/// bookkeeping they make up `step_secs`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundPhases {
     /// The round's start: this rank's batch id into the store, the flag

@@ -115,6 +115,10 @@ pub struct StepOutcome {
     pub count: i64,
     /// The optimiser's report (step number, learning rate, gradient norm).
     pub stats: StepStats,
+    /// Seconds in the forward and backward pass.
+    pub backward_secs: f64,
+    /// Seconds in clipping and the AdamW update.
+    pub apply_secs: f64,
 }
 
 /// The model, its optimiser and the step randomness: what the training
@@ -179,8 +183,11 @@ impl Learner {
         // cannot shift the randomness of the steps after it.
         let mut rng = self.rng;
         rng.seed_torch();
+        let started = std::time::Instant::now();
         let local = backward(&self.model, &mut self.optimizer, &batch)?;
+        let backward_secs = started.elapsed().as_secs_f64();
         let stats = apply(&mut self.optimizer, &local.grads, local.count)?;
+        let apply_secs = started.elapsed().as_secs_f64() - backward_secs;
         self.rng = rng;
         let count = local.count;
         let (loss, accuracy) = if count == 0 {
@@ -196,6 +203,8 @@ impl Learner {
             accuracy,
             count,
             stats,
+            backward_secs,
+            apply_secs,
         })
     }
 }

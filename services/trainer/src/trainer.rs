@@ -30,7 +30,7 @@ use crate::checkpoints::AppliedHistory;
 use crate::config::TrainerConfig;
 use crate::control::{ControlWatch, Streams};
 use crate::error::TrainError;
-use crate::metrics::{MetricsWriter, StepMetrics, metrics_file};
+use crate::metrics::{MetricsWriter, RoundPhases, StepMetrics, metrics_file};
 use crate::step::{Learner, is_batch_error};
 use start::{build_learner, progress_bar};
 
@@ -554,7 +554,11 @@ impl Session {
             step_secs,
             batch_id: id,
             trivial: Some(trivial),
-            phases: None,
+            phases: Some(RoundPhases {
+                backward: outcome.backward_secs,
+                apply: outcome.apply_secs,
+                ..RoundPhases::default()
+            }),
         };
         self.record_step(&m, 0)?;
         Ok(())
