@@ -104,6 +104,31 @@ fn elastic_args(ns: &str, run_dir: &Path, port: u16, max: usize) -> Vec<String> 
     )
 }
 
+/// A run on the real broker in namespace `name`: a plan of one task per
+/// entry of `sizes` (batch ids `{prefix}-…`), the first task published.
+/// Returns the broker, the run directory, every batch, and the tasks.
+async fn planned_run(
+    name: &str,
+    prefix: &str,
+    sizes: &[usize],
+) -> (Run, tempfile::TempDir, Vec<Batch>, Vec<Vec<Batch>>) {
+    let (transport, topology, cleanup) = broker(name).await;
+    let run_dir = tempfile::tempdir().unwrap();
+    let data = batches(Task::Masked, prefix, sizes.iter().sum());
+    let tasks = chunks(&data, sizes);
+    control(
+        &*transport,
+        &topology,
+        plan(Task::Masked, tasks.len() as u64),
+    )
+    .await;
+    publish_task(&transport, &topology, run_dir.path(), "a", &tasks[0]).await;
+    ((transport, topology, cleanup), run_dir, data, tasks)
+}
+
+/// The broker connection, the namespace, and the guard of the members.
+type Run = (pretext_mq::SharedTransport, pretext_mq::Topology, Cleanup);
+
 fn chunks(data: &[Batch], sizes: &[usize]) -> Vec<Vec<Batch>> {
     let mut out = Vec::new();
     let mut rest = data;
@@ -117,19 +142,9 @@ fn chunks(data: &[Batch], sizes: &[usize]) -> Vec<Vec<Batch>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_one_is_killed_one_leaves_and_every_batch_is_applied_once() {
-    let (transport, topology, mut cleanup) = broker("elastic").await;
-    let run_dir = tempfile::tempdir().unwrap();
+    let ((transport, topology, mut cleanup), run_dir, _, tasks) =
+        planned_run("elastic", "el", &[8, 12, 16, 8, 8]).await;
     let run_dir = run_dir.path();
-    let sizes = [8, 12, 16, 8, 8];
-    let data = batches(Task::Masked, "el", sizes.iter().sum());
-    let tasks = chunks(&data, &sizes);
-    control(
-        &*transport,
-        &topology,
-        plan(Task::Masked, tasks.len() as u64),
-    )
-    .await;
-    publish_task(&transport, &topology, run_dir, "a", &tasks[0]).await;
     let port = pretext_dist::free_port().unwrap();
     let args = elastic_args(topology.namespace(), run_dir, port, 3);
     let log = |name: &str| run_dir.join(format!("{name}.log"));
@@ -254,19 +269,9 @@ async fn members_join_one_is_killed_one_leaves_and_every_batch_is_applied_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_that_went_1_2_1_holds_what_one_process_would_on_the_same_unions() {
-    let (transport, topology, mut cleanup) = broker("elastic-equal").await;
-    let run_dir = tempfile::tempdir().unwrap();
+    let ((transport, topology, mut cleanup), run_dir, data, tasks) =
+        planned_run("elastic-equal", "eq", &[6, 12, 6]).await;
     let run_dir = run_dir.path();
-    let sizes = [6, 12, 6];
-    let data = batches(Task::Masked, "eq", sizes.iter().sum());
-    let tasks = chunks(&data, &sizes);
-    control(
-        &*transport,
-        &topology,
-        plan(Task::Masked, tasks.len() as u64),
-    )
-    .await;
-    publish_task(&transport, &topology, run_dir, "a", &tasks[0]).await;
     let port = pretext_dist::free_port().unwrap();
     let args = elastic_args(topology.namespace(), run_dir, port, 2);
     let log = |name: &str| run_dir.join(format!("{name}.log"));

@@ -19,6 +19,7 @@ use http::{free_port, get, scrape};
 use pretext_core::task::Task;
 use pretext_datasets::synth::{SynthConfig, generate};
 use pretext_mq::{RabbitConfig, SharedTransport, Topology};
+use support::ranks::audit;
 use support::*;
 
 async fn rabbit() -> SharedTransport {
@@ -154,20 +155,6 @@ fn trainer_args(ns: &str, run_dir: &Path, port: u16, extra: &[&str]) -> Vec<Stri
     a.extend(args(&["--metrics-addr", &format!("127.0.0.1:{port}")]));
     a.extend(args(extra));
     a
-}
-
-fn audit(run_dir: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args(["audit", "--json"])
-        .arg(run_dir)
-        .output()
-        .expect("run pretext audit");
-    assert!(
-        out.status.success(),
-        "audit failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("audit --json prints JSON")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
