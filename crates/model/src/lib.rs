@@ -55,6 +55,7 @@ pub mod export;
 pub mod heads;
 mod layers;
 pub mod loss;
+pub mod memory;
 #[cfg(test)]
 mod model_tests;
 pub mod optim;

@@ -53,6 +53,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: the commands that train keep freed memory
+    // for the next step (pretext_model::memory).
+    let allocator = matches!(
+        cli.command,
+        Command::Train(_)
+            | Command::Finetune(_)
+            | Command::Experiment(_)
+            | Command::Demo(_)
+            | Command::Schedule(_)
+    )
+    .then(pretext_model::memory::keep_freed_memory);
     // The demo prints its own story; services log at info.
     let default_level = if matches!(cli.command, Command::Demo(_)) {
         "warn"
@@ -60,6 +71,9 @@ fn main() -> std::process::ExitCode {
         "info"
     };
     pretext_ops::init_tracing(cli.log_json, default_level);
+    if let Some(tuning) = allocator {
+        tracing::info!(%tuning, "allocator");
+    }
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::GenData(a) => cmd::gen_data::run(a),

@@ -90,6 +90,10 @@ pub struct TrainArgs {
     /// Compute precision of the timed steps: `full` or `bf16`.
     #[arg(long, default_value = "full", value_parser = parse_precision)]
     pub precision: Precision,
+    /// Leave glibc's allocator at its defaults instead of keeping freed
+    /// memory (what `pretext train` does; pretext_model::memory).
+    #[arg(long)]
+    pub system_allocator: bool,
 }
 
 /// Arguments of `pretext bench collective`.

@@ -14,6 +14,11 @@ pub(crate) fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     if a.device.is_cuda() && !pretext_model::tch::Cuda::is_available() {
         anyhow::bail!("--device cuda: libtorch sees no CUDA device");
     }
+    let allocator = if a.system_allocator {
+        None
+    } else {
+        Some(pretext_model::memory::keep_freed_memory().to_string())
+    };
     tch_threads(a.threads);
     pretext_model::tch::manual_seed(0);
     std::fs::create_dir_all(&a.out)?;
@@ -88,6 +93,7 @@ pub(crate) fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "threads": a.threads,
             "device": format!("{:?}", a.device),
             "precision": a.precision,
+            "allocator": allocator,
         })
     );
     Ok(ExitCode::SUCCESS)
