@@ -17,9 +17,10 @@ PyTorch: from the barrier after DDP set-up to the last step, file read
 included). Both sides must train on the same number of real tokens.
 
 Usage: ddp_bench.py BIN_DIR FILE [--width 64] [--depth 4] [--max-tokens 16384]
-       [--epochs 1] [--checkpoint-every 20]
+       [--epochs 1] [--checkpoint-every 20] [--repeat 1]
        [--broker amqp://guest:guest@127.0.0.1:5672/%2f]
-Writes bench/out/ddp.json and prints a table.
+Writes bench/out/ddp.json (medians over repetitions, and each
+repetition's ratios and runs) and prints a table.
 """
 import argparse
 import glob
@@ -34,7 +35,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+    done = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:3])} ... failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return done
 
 
 def manifest_tokens(run_dir):
@@ -117,6 +121,12 @@ def pytorch(a, ranks, model):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bin_dir")
@@ -129,41 +139,59 @@ def main():
     # a run of a few hundred batches the default 100 leaves one rank with
     # the last ~40 batches alone (docs/benchmarks.md).
     ap.add_argument("--checkpoint-every", type=int, default=20)
+    # Runs of either side move by ~10% from minute to minute on a shared
+    # 2-core machine: each repetition runs pretext and PyTorch back to back
+    # at each rank count, and the ratios reported are the medians of those
+    # pairs' ratios.
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/%2f")
     a = ap.parse_args()
     a.file = os.path.abspath(a.file)
     doc = {"settings": {k: v for k, v in vars(a).items()}}
+    reps = []
     with tempfile.TemporaryDirectory() as work:
-        p1, model = pretext(a, 1, work)
-        p2, _ = pretext(a, 2, work)
+        for rep in range(a.repeat):
+            runs = {}
+            for r in (1, 2):
+                rep_dir = os.path.join(work, f"rep{rep}")
+                os.makedirs(rep_dir, exist_ok=True)
+                runs[f"pretext_{r}"], model = pretext(a, r, rep_dir)
+                runs[f"pytorch_{r}"] = pytorch(a, r, model)
+                p, t = runs[f"pretext_{r}"], runs[f"pytorch_{r}"]
+                assert p["real_tokens"] == t["real_tokens"], (p["real_tokens"], t["real_tokens"])
+                print(f"repetition {rep + 1}/{a.repeat}, {r} rank(s): pretext {p['tokens_per_s']:,.0f}, "
+                      f"PyTorch {t['tokens_per_s']:,.0f} real tokens/s", file=sys.stderr)
+            reps.append(runs)
     doc["settings"]["model"] = model
-    t1, t2 = pytorch(a, 1, model), pytorch(a, 2, model)
-    for p, t in ((p1, t1), (p2, t2)):
-        assert p["real_tokens"] == t["real_tokens"], (p["real_tokens"], t["real_tokens"])
-    doc.update({
-        "pretext_1": p1["tokens_per_s"], "pretext_2": p2["tokens_per_s"],
-        "pytorch_1": t1["tokens_per_s"], "pytorch_2": t2["tokens_per_s"],
-        "runs": {"pretext_1": p1, "pretext_2": p2, "pytorch_1": t1, "pytorch_2": t2},
-    })
-    doc["ratio_1"] = doc["pretext_1"] / doc["pytorch_1"]
-    doc["ratio_2"] = doc["pretext_2"] / doc["pytorch_2"]
+    keys = ("pretext_1", "pretext_2", "pytorch_1", "pytorch_2")
+    for k in keys:
+        doc[k] = median([rep[k]["tokens_per_s"] for rep in reps])
+    for r in (1, 2):
+        doc[f"ratios_{r}"] = [rep[f"pretext_{r}"]["tokens_per_s"] / rep[f"pytorch_{r}"]["tokens_per_s"]
+                              for rep in reps]
+        doc[f"ratio_{r}"] = median(doc[f"ratios_{r}"])
+    doc["runs"] = reps
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     with open(os.path.join(HERE, "out", "ddp.json"), "w") as f:
         json.dump(doc, f, indent=2)
+    p1 = reps[0]["pretext_1"]
     print(f"pretraining end to end, width {a.width} depth {a.depth}, budget {a.max_tokens} tokens, "
-          f"{a.epochs} epoch(s), {p1['real_tokens']:,} real tokens, 1 thread per rank:")
-    print("| ranks | pretext (broker) tokens/s | PyTorch DDP tokens/s | pretext / PyTorch |")
-    print("|---|---|---|---|")
+          f"{a.epochs} epoch(s), {p1['real_tokens']:,} real tokens, 1 thread per rank, "
+          f"{a.repeat} repetition(s), medians:")
+    print("| ranks | pretext (broker) tokens/s | PyTorch DDP tokens/s | pretext / PyTorch | each repetition |")
+    print("|---|---|---|---|---|")
     for r in (1, 2):
-        print(f"| {r} | {doc[f'pretext_{r}']:,.0f} | {doc[f'pytorch_{r}']:,.0f} | {doc[f'ratio_{r}']:.2f} |")
+        each = ", ".join(f"{x:.2f}" for x in doc[f"ratios_{r}"])
+        print(f"| {r} | {doc[f'pretext_{r}']:,.0f} | {doc[f'pytorch_{r}']:,.0f} | {doc[f'ratio_{r}']:.2f} | {each} |")
     print("where pretext's time went, seconds summed over each rank's steps:")
     cols = ("step_secs", "wait", *PHASES, "other")
     print("| run | rank | steps | real tokens | " + " | ".join(cols) + " |")
     print("|---|---|---|---|" + "---|" * len(cols))
-    for key in ("pretext_1", "pretext_2"):
-        for row in doc["runs"][key]["profile"]:
-            print(f"| {key} | {row['rank']} | {row['steps']} | {row['real_tokens']:,} | "
-                  + " | ".join(f"{row[c]:.1f}" for c in cols) + " |")
+    for i, rep in enumerate(reps):
+        for key in ("pretext_1", "pretext_2"):
+            for row in rep[key]["profile"]:
+                print(f"| {key} #{i + 1} | {row['rank']} | {row['steps']} | {row['real_tokens']:,} | "
+                      + " | ".join(f"{row[c]:.1f}" for c in cols) + " |")
     print(f"scaling 1 -> 2 ranks: pretext {doc['pretext_2'] / doc['pretext_1']:.2f}x, "
           f"PyTorch {doc['pytorch_2'] / doc['pytorch_1']:.2f}x; "
           f"publishing took {p1['produce_secs']:.1f} s (not in the pretext figures)")
