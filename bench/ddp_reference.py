@@ -158,7 +158,7 @@ def main():
         try:
             mp.spawn(worker, args=(world, path, config, max_tokens, epochs, threads, port, out), nprocs=world)
         except mp.ProcessExitedException as e:
-            # Seen about once in ten 2-process runs: a rank aborts in Gloo's
+            # Seen once in seven 2-process runs (2026-12-07): a rank aborts in Gloo's
             # teardown ("terminate called without an active exception")
             # after the last all-reduce. Rank 0 writes the result only after
             # that all-reduce, so a written result is a finished run.
