@@ -152,9 +152,9 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for rep in range(a.repeat):
             runs = {}
+            rep_dir = os.path.join(work, f"rep{rep}")
+            os.makedirs(rep_dir)
             for r in (1, 2):
-                rep_dir = os.path.join(work, f"rep{rep}")
-                os.makedirs(rep_dir, exist_ok=True)
                 runs[f"pretext_{r}"], model = pretext(a, r, rep_dir)
                 runs[f"pytorch_{r}"] = pytorch(a, r, model)
                 p, t = runs[f"pretext_{r}"], runs[f"pytorch_{r}"]

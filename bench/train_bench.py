@@ -61,10 +61,9 @@ def main():
     def ratios(key):
         return [r[key]["tokens_per_s"] / r["pytorch"]["tokens_per_s"] for r in reps]
 
-    ref = reps[-1]["pytorch"]
-    rust = {**reps[-1]["pretext"], "tokens_per_s": tps("pretext")}
-    system = {**reps[-1]["pretext_system_allocator"], "tokens_per_s": tps("pretext_system_allocator")}
-    ref = {**ref, "tokens_per_s": tps("pytorch")}
+    # The last repetition's runs, with the medians as their tokens/s.
+    rust, system, ref = ({**reps[-1][k], "tokens_per_s": tps(k)}
+                         for k in ("pretext", "pretext_system_allocator", "pytorch"))
     ratio = med(ratios("pretext"))
     doc = {"pretext": rust, "pretext_system_allocator": system, "pytorch": ref, "ratio": ratio,
            "ratio_system_allocator": med(ratios("pretext_system_allocator")),
